@@ -1,0 +1,42 @@
+"""Numba settings in one place: the JIT decorator, fast-math flags and the cache directory.
+
+Import this module before anything imports numba: the cache directory is read from the
+environment when numba starts.
+
+Cache directory, first that is set wins:
+  NUMBA_CACHE_DIR        numba's own variable
+  EDGELSTM_CACHE_DIR     edgelstm's (the systemd unit sets it to /var/cache/edgelstm)
+  $XDG_CACHE_HOME/edgelstm/numba, else ~/.cache/edgelstm/numba
+Compiled kernels are saved there, so a restarted process loads them instead of compiling.
+"""
+
+import os
+
+
+def cache_dir() -> str:
+    """The directory numba writes compiled kernels to (see the module docstring)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    if os.environ.get("EDGELSTM_CACHE_DIR"):
+        return os.environ["EDGELSTM_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "edgelstm", "numba")
+
+
+os.environ.setdefault("NUMBA_CACHE_DIR", cache_dir())
+
+import numba  # noqa: E402  (must follow the environment set-up above)
+
+# Stumpy's fast-math set: allows re-association and FMA contraction (so loops vectorise) but
+# keeps NaN/Inf semantics ("nnan"/"ninf" left out), so np.isfinite stays truthful in kernels.
+FASTMATH = set({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+
+def kernel(fn):
+    """Compile `fn` as a cached, GIL-free, fast-math kernel: the only JIT decorator in the package."""
+    return numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")(fn)
+
+
+def inline(fn):
+    """Compile a small helper that is inlined into the kernels that call it."""
+    return numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always", error_model="numpy")(fn)

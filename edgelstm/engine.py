@@ -1,0 +1,265 @@
+"""The streaming engine: a Model, the Stream of one sensor, and the StreamBank of many.
+
+Each object keeps weights (the Model's, shared and read-only), per-stream state (h and c of
+every layer, owned here, never by the caller) and scratch buffers apart. Calls validate their
+inputs, run one compiled kernel, and leave state untouched when they raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, NumericalError, StateError
+from .kernels import cpu
+from .kernels.layout import WORK_WIDTH, pack
+from .model.spec import ModelSpec
+
+_F32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A copy of one stream's recurrent state, tied to the model it came from."""
+
+    model_hash: str
+    values: np.ndarray          # (S,) float32: [h_0, c_0, h_1, c_1, ...] (no c for GRU layers)
+
+    def layers(self, model: "Model") -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The state as (h, c) per layer (c is None for GRU layers)."""
+        out, off = [], 0
+        for layer in model.spec.layers:
+            h_size, c_size = layer.state_sizes
+            h = self.values[off:off + h_size]
+            c = self.values[off + h_size:off + h_size + c_size] if c_size else None
+            out.append((h, c))
+            off += h_size + c_size
+        return out
+
+
+class Model:
+    """A loaded model, ready to stream. Create with edgelstm.load(...) or Model(spec)."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.params, self.meta = pack(spec)        # (P,) f32, (M,) i64; read-only
+        self.content_hash = spec.content_hash()
+        self.input_size, self.output_size = spec.input_size, spec.output_size
+        self.state_size = spec.state_size
+
+    def stream(self) -> "Stream":
+        """A new stream with zero state."""
+        return Stream(self)
+
+    def bank(self, capacity: int = 1024) -> "StreamBank":
+        """Room for `capacity` independent streams, stepped together in one kernel call."""
+        return StreamBank(self, capacity)
+
+    def new_work(self) -> np.ndarray:
+        """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
+        return np.zeros((cpu.TILE, int(self.meta[WORK_WIDTH])), np.float32)
+
+    def warmup(self) -> None:
+        """Compile (or load from the cache) every kernel now instead of on the first reading."""
+        s = self.stream()
+        s.step(np.zeros(self.input_size, np.float32))
+        s.step_many(np.zeros((2, self.input_size), np.float32))
+        self.bank(capacity=2).step([0, 1], np.zeros((2, self.input_size), np.float32))
+
+    @property
+    def parameter_count(self) -> int:
+        return self.spec.parameter_count
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of packed weights the kernels read per step."""
+        return int(self.params.nbytes)
+
+    def __repr__(self) -> str:
+        return (f"<edgelstm.Model {self.input_size} -> {self.output_size}, "
+                f"{len(self.spec.layers)} layer(s), {self.parameter_count} parameters, "
+                f"hash {self.content_hash[:12]}>")
+
+    def check_input(self, x, rows: int | None) -> np.ndarray:
+        """x as a C-contiguous float32 array of shape (I,) or (rows, I); raises InputError."""
+        if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
+            arr = x
+        else:
+            try:
+                src = np.asarray(x)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"reading is not numeric: {exc}") from None
+            if src.dtype.kind not in "fiub":
+                raise InputError(f"reading has dtype {src.dtype}; expected float32 (or a type that "
+                                 f"casts safely to it)")
+            if src.dtype.kind == "f" and src.dtype.itemsize > 4:
+                # float64 is accepted (NumPy's default) but values beyond float32's range are not.
+                if src.size and np.nanmax(np.abs(np.where(np.isinf(src), 0, src))) > np.finfo(np.float32).max:
+                    raise InputError("reading overflows float32 (|value| > 3.4e38)")
+            arr = np.ascontiguousarray(src, dtype=np.float32)
+        want = (self.input_size,) if rows is None else (rows, self.input_size)
+        if arr.shape != want:
+            what = "reading" if rows is None else "batch"
+            raise InputError(f"{what} has shape {arr.shape}; this model expects {want}")
+        return arr
+
+
+class Stream:
+    """One sensor's stream: state carried from each step to the next.
+
+    >>> s = model.stream(); y = s.step(x)     # x (I,) -> y (O,)
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._state = np.zeros((1, model.state_size), np.float32)  # (1, S)
+        self._work = model.new_work()
+        self._status = np.zeros(1, np.int8)
+        self._args = (model.params, model.meta, self._state)
+        self.steps = 0
+
+    def step(self, x, out: np.ndarray | None = None) -> np.ndarray:
+        """Feed one reading x (I,), return the prediction (O,). On InputError or NumericalError
+        the state is unchanged, so the next good reading continues as if this one never came."""
+        x = self.model.check_input(x, None)
+        y = np.empty(self.model.output_size, np.float32) if out is None else out
+        rc = cpu.step_one(*self._args, x, y, self._work, self._status)
+        if rc:
+            raise self._error(rc, 0)
+        self.steps += 1
+        return y
+
+    def step_many(self, X) -> np.ndarray:
+        """Feed T readings X (T, I), return (T, O): the same as T calls of step, in one call.
+        All or nothing: if any reading is bad, nothing is applied."""
+        X = self.model.check_input(X, np.shape(X)[0] if np.ndim(X) == 2 else -1)
+        Y = np.empty((X.shape[0], self.model.output_size), np.float32)
+        rc = cpu.step_sequence(*self._args, X, Y, self._work, self._status)
+        if rc:
+            raise self._error(rc, abs(rc) - 1)
+        self.steps += X.shape[0]
+        return Y
+
+    @staticmethod
+    def _error(rc: int, t: int) -> Exception:
+        if rc < 0:
+            return InputError(f"reading {t} holds NaN or Inf; nothing was applied and the "
+                              f"stream's state is unchanged (clean or drop the reading)")
+        return NumericalError(f"step {t} produced NaN/Inf (the model overflowed); the state is "
+                              f"unchanged: reset() the stream or check the input scale")
+
+    def reset(self) -> None:
+        """Back to zero state, as a new stream."""
+        self._state[:] = 0
+        self.steps = 0
+
+    def get_state(self) -> StreamState:
+        return StreamState(self.model.content_hash, self._state[0].copy())
+
+    def set_state(self, state: StreamState) -> None:
+        self._state[0] = _checked_state(self.model, state)
+
+
+def _checked_state(model: Model, state: StreamState) -> np.ndarray:
+    if not isinstance(state, StreamState):
+        raise StateError(f"expected a StreamState from get_state(), got {type(state).__name__}")
+    if state.model_hash != model.content_hash:
+        raise StateError(f"state belongs to model {state.model_hash[:12]}, not {model.content_hash[:12]}; "
+                         f"states cannot move between different models")
+    values = np.asarray(state.values, np.float32)
+    if values.shape != (model.state_size,) or not np.isfinite(values).all():
+        raise StateError(f"state must be {model.state_size} finite floats")
+    return values
+
+
+class StreamBank:
+    """Many independent streams keyed by any hashable id, stepped in one kernel call.
+
+    >>> bank = model.bank(capacity=1024); Y = bank.step(ids, X)   # X (k, I) -> Y (k, O)
+    A new id gets a zero state on first use; evict(id) frees its slot.
+    """
+
+    def __init__(self, model: Model, capacity: int):
+        if capacity < 1:
+            raise StateError("capacity must be at least 1")
+        self.model = model
+        self.capacity = capacity
+        self._state = np.zeros((capacity, model.state_size), np.float32)   # (N, S)
+        self._work = model.new_work()
+        self._status = np.zeros(capacity, np.int8)
+        self._rows: dict = {}                                               # id -> state row
+        self._free = list(range(capacity - 1, -1, -1))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, stream_id) -> bool:
+        return stream_id in self._rows
+
+    @property
+    def ids(self) -> list:
+        return list(self._rows)
+
+    def rows_for(self, ids) -> np.ndarray:
+        """State rows for `ids`, creating zero-state streams for new ids; raises StateError if
+        an id repeats or the bank is full (nothing is created then)."""
+        rows = np.empty(len(ids), np.int64)
+        new = [i for i in dict.fromkeys(ids) if i not in self._rows]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if list(ids).count(i) > 1)
+            raise StateError(f"stream {dup!r} appears twice in one batch; step it in two calls")
+        if len(new) > len(self._free):
+            raise StateError(f"bank is full ({self.capacity} streams): evict idle streams with "
+                             f"evict(id) or create the bank with a larger capacity")
+        for stream_id in new:
+            row = self._free.pop()
+            self._state[row] = 0
+            self._rows[stream_id] = row
+        for k, stream_id in enumerate(ids):
+            rows[k] = self._rows[stream_id]
+        return rows
+
+    def step(self, ids, X) -> np.ndarray:
+        """One step for each of k streams: ids (k,), X (k, I) -> Y (k, O), row k for ids[k].
+        Raises InputError (nothing applied) if any reading is bad; raises NumericalError if
+        some stream's result was non-finite: the others are committed, those keep their state,
+        and the exception's `outputs` and `failed_ids` say which."""
+        ids = list(ids)
+        X = self.model.check_input(X, len(ids))
+        rows = self.rows_for(ids)
+        Y = np.empty((len(ids), self.model.output_size), np.float32)
+        rc = cpu.step_streams(self.model.params, self.model.meta, self._state, rows, X, Y,
+                              self._work, self._status)
+        if rc < 0:
+            raise InputError(f"reading for stream {ids[-rc - 1]!r} holds NaN or Inf; nothing was "
+                             f"applied to any stream")
+        if rc > 0:
+            failed = [ids[k] for k in range(len(ids)) if self._status[k] != cpu.STATUS_OK]
+            err = NumericalError(f"streams {failed!r} produced NaN/Inf; their state is unchanged, "
+                                 f"the other streams were stepped")
+            err.outputs, err.failed_ids = Y, failed
+            raise err
+        return Y
+
+    def reset(self, stream_id) -> None:
+        self._state[self._row(stream_id)] = 0
+
+    def evict(self, stream_id) -> None:
+        """Forget a stream and free its slot."""
+        self._free.append(self._rows.pop(self._row_key(stream_id)))
+
+    def get_state(self, stream_id) -> StreamState:
+        return StreamState(self.model.content_hash, self._state[self._row(stream_id)].copy())
+
+    def set_state(self, stream_id, state: StreamState) -> None:
+        values = _checked_state(self.model, state)
+        self._state[self.rows_for([stream_id])[0]] = values
+
+    def _row_key(self, stream_id):
+        if stream_id not in self._rows:
+            raise StateError(f"no stream {stream_id!r} in this bank")
+        return stream_id
+
+    def _row(self, stream_id) -> int:
+        return self._rows[self._row_key(stream_id)]

@@ -1,0 +1,255 @@
+"""Compiled float32 kernels for the CPU: no allocation, no exceptions, state updated in place.
+
+Public entry points (all return an int status, 0 = success):
+  step_one(params, meta, state, x, y, work)            one stream, one step
+  step_sequence(params, meta, state, X, Y, work)       one stream, T steps
+  step_streams(params, meta, state, rows, X, Y, work, status)   k streams, one step each
+
+Each entry point first checks its inputs are finite (the validation stage; it lives in the
+same compiled call because a separate NumPy check costs more than a whole step), then
+computes every stream's next state into `work` and commits it only if all of it is finite.
+So a rejected call leaves `state` exactly as it was.
+
+Shapes: params (P,) f32 and meta (M,) i64 from layout.pack; state (N, S) f32;
+work (TILE, WORK_WIDTH) f32 scratch; X (k, I), Y (k, O) f32; rows (k,) i64; status (k,) i8.
+Streams are processed TILE at a time so each weight row is read once per tile, not per stream.
+
+All index arithmetic is unsigned (np.uint64) over flat views: NumPy-style negative-index
+wrap-around checks on signed indices stop LLVM from vectorising, and per-row array views cost
+an atomic reference-count pair each; both were measured to triple the step time.
+"""
+
+import numpy as np
+
+from .._numba import inline, kernel
+from . import gate_math
+from .layout import (
+    HEAD_B, HEAD_IN, HEAD_W, HEADER_LEN, IN_MEAN, IN_SCALE, KIND_LSTM, L_BA, L_BB, L_C, L_H,
+    L_HID, L_IN, L_KIND, L_OUT, L_WHH, L_WHR, L_WIH, LAYER_LEN, N_IN, N_LAYERS, N_OUT, N_STATE,
+    OUT_MEAN, OUT_SCALE, W_CAT, W_GA, W_GB, W_NEXT, W_PREV, W_TMP, W_Y, WORK_WIDTH,
+)
+
+TILE = 8                       # streams per tile; work has TILE rows
+STATUS_OK, STATUS_NONFINITE = 0, 2
+_ROW0 = np.zeros(1, np.int64)  # the single stream's state row
+
+sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
+u = np.uint64
+_0, _1, _2, _3, _4 = u(0), u(1), u(2), u(3), u(4)
+_F0, _F1 = np.float32(0.0), np.float32(1.0)
+
+
+@inline
+def _matvec(params, w_off, n_rows, n_cols, bias_off, has_bias, wk, width, src, dst, B):
+    """For each stream b < B of the tile: wk[b*width + dst + j] = W[j] . wk[b*width + src : + n_cols]
+    (+ bias[j]), where W = params[w_off:] is (n_rows, n_cols) row-major.
+
+    Four weight rows at a time: they stay in L1 while every stream of the tile uses them, and
+    the k loop vectorises into four independent accumulators."""
+    j = _0
+    while j + _4 <= n_rows:
+        r0 = w_off + j * n_cols
+        r1, r2, r3 = r0 + n_cols, r0 + _2 * n_cols, r0 + _3 * n_cols
+        for b in range(B):
+            v = u(b) * width + src
+            a0 = a1 = a2 = a3 = _F0
+            for k in range(n_cols):
+                s = wk[v + k]
+                a0 += params[r0 + k] * s
+                a1 += params[r1 + k] * s
+                a2 += params[r2 + k] * s
+                a3 += params[r3 + k] * s
+            o = u(b) * width + dst + j
+            wk[o], wk[o + _1], wk[o + _2], wk[o + _3] = a0, a1, a2, a3
+        j += _4
+    while j < n_rows:
+        r0 = w_off + j * n_cols
+        for b in range(B):
+            v = u(b) * width + src
+            a0 = _F0
+            for k in range(n_cols):
+                a0 += params[r0 + k] * wk[v + k]
+            wk[u(b) * width + dst + j] = a0
+        j += _1
+    if has_bias:
+        for b in range(B):
+            o = u(b) * width + dst
+            for j in range(n_rows):
+                wk[o + j] += params[bias_off + j]
+
+
+@inline
+def _lstm_layer(params, meta, row, wk, width, src, B):
+    n_in, hid, n_out = u(meta[row + L_IN]), u(meta[row + L_HID]), u(meta[row + L_OUT])
+    cat, ga, prev, nxt, tmp = u(meta[W_CAT]), u(meta[W_GA]), u(meta[W_PREV]), u(meta[W_NEXT]), u(meta[W_TMP])
+    h_off, c_off, projected = u(meta[row + L_H]), u(meta[row + L_C]), meta[row + L_WHR] >= 0
+    for b in range(B):                             # cat = [layer input; h_prev]
+        base = u(b) * width
+        if src != cat:
+            for j in range(n_in):
+                wk[base + cat + j] = wk[base + src + j]
+        for j in range(n_out):
+            wk[base + cat + n_in + j] = wk[base + prev + h_off + j]
+    _matvec(params, u(meta[row + L_WIH]), _4 * hid, n_in + n_out, u(meta[row + L_BA]), True,
+            wk, width, cat, ga, B)
+    h_dst = tmp if projected else nxt + h_off
+    # Short passes, each touching few regions of work, so LLVM can vectorise them.
+    for b in range(B):
+        g, base = u(b) * width + ga, u(b) * width
+        for j in range(_2 * hid):                  # gate rows i, f, g, o
+            wk[g + j] = sigmoid(wk[g + j])
+        for j in range(_2 * hid, _3 * hid):
+            wk[g + j] = tanh(wk[g + j])
+        for j in range(_3 * hid, _4 * hid):
+            wk[g + j] = sigmoid(wk[g + j])
+        for j in range(hid):                       # c' = f * c + i * g
+            wk[base + nxt + c_off + j] = wk[g + hid + j] * wk[base + prev + c_off + j] + wk[g + j] * wk[g + _2 * hid + j]
+        for j in range(hid):                       # h' = o * tanh(c')
+            wk[base + h_dst + j] = wk[g + _3 * hid + j] * tanh(wk[base + nxt + c_off + j])
+    if projected:                                  # h = W_hr (o * tanh(c))
+        _matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, False, wk, width, tmp, nxt + h_off, B)
+
+
+@inline
+def _gru_layer(params, meta, row, wk, width, src, B):
+    n_in, hid = u(meta[row + L_IN]), u(meta[row + L_HID])
+    cat, ga, gb, prev, nxt = u(meta[W_CAT]), u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
+    h_off = u(meta[row + L_H])
+    _matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), True, wk, width, src, ga, B)
+    _matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), True, wk, width, prev + h_off, gb, B)
+    for b in range(B):
+        a, c, base = u(b) * width + ga, u(b) * width + gb, u(b) * width
+        for j in range(_2 * hid):                  # gate rows r, z, n
+            wk[a + j] = sigmoid(wk[a + j] + wk[c + j])
+        for j in range(hid):                       # n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+            wk[a + _2 * hid + j] = tanh(wk[a + _2 * hid + j] + wk[a + j] * wk[c + _2 * hid + j])
+        for j in range(hid):                       # h' = (1 - z) * n + z * h
+            z = wk[a + hid + j]
+            wk[base + nxt + h_off + j] = (_F1 - z) * wk[a + _2 * hid + j] + z * wk[base + prev + h_off + j]
+
+
+@inline
+def _forward_tile(params, meta, xs, x0, wk, B):
+    """Next state and raw output, in work, for B streams whose prev state is already there.
+    xs is X flattened; the tile's first input row is x0."""
+    width, n_in, cat = u(meta[WORK_WIDTH]), u(meta[N_IN]), u(meta[W_CAT])
+    mean, scale = u(meta[IN_MEAN]), u(meta[IN_SCALE])
+    for b in range(B):
+        x, v = (u(x0) + u(b)) * n_in, u(b) * width + cat
+        for j in range(n_in):
+            wk[v + j] = (xs[x + j] - params[mean + j]) * params[scale + j]
+    src = cat
+    for k in range(meta[N_LAYERS]):
+        row = HEADER_LEN + LAYER_LEN * k
+        if meta[row + L_KIND] == KIND_LSTM:
+            _lstm_layer(params, meta, row, wk, width, src, B)
+        else:
+            _gru_layer(params, meta, row, wk, width, src, B)
+        src = u(meta[W_NEXT]) + u(meta[row + L_H])
+    n_out, y_area = u(meta[N_OUT]), u(meta[W_Y])
+    if meta[HEAD_W] >= 0:
+        _matvec(params, u(meta[HEAD_W]), n_out, u(meta[HEAD_IN]), u(meta[HEAD_B]), True, wk, width, src, y_area, B)
+    else:
+        for b in range(B):
+            for j in range(n_out):
+                wk[u(b) * width + y_area + j] = wk[u(b) * width + src + j]
+
+
+@inline
+def _load_prev(meta, st, rows, r0, wk, B):
+    """Copy each tile stream's state row into the prev area of its work row."""
+    width, n_state, prev = u(meta[WORK_WIDTH]), u(meta[N_STATE]), u(meta[W_PREV])
+    for b in range(B):
+        s, w = u(rows[r0 + b]) * n_state, u(b) * width + prev
+        for j in range(n_state):
+            wk[w + j] = st[s + j]
+
+
+@inline
+def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
+    """Write y (de-normalised) and commit the next state of each stream whose results are all
+    finite; returns how many were not (their state is left as it was)."""
+    width, n_state, n_out = u(meta[WORK_WIDTH]), u(meta[N_STATE]), u(meta[N_OUT])
+    nxt, y_area, mean, scale = u(meta[W_NEXT]), u(meta[W_Y]), u(meta[OUT_MEAN]), u(meta[OUT_SCALE])
+    failed = 0
+    for b in range(B):
+        w, y = u(b) * width, (u(y0) + u(b)) * n_out
+        probe = _F0                    # v - v is 0 for finite v and NaN for NaN/Inf
+        for j in range(n_out):
+            v = wk[w + y_area + j] * params[scale + j] + params[mean + j]
+            ys[y + j] = v
+            probe += v - v
+        for j in range(n_state):
+            probe += wk[w + nxt + j] - wk[w + nxt + j]
+        if probe == _F0:
+            s = u(rows[r0 + b]) * n_state
+            for j in range(n_state):
+                st[s + j] = wk[w + nxt + j]
+            status[r0 + b] = STATUS_OK
+        else:
+            status[r0 + b] = STATUS_NONFINITE
+            failed += 1
+    return failed
+
+
+@inline
+def _first_nonfinite_row(xs, n_rows, n_cols):
+    """Index of the first row of the flat (n_rows, n_cols) input holding NaN/Inf, or -1."""
+    for t in range(n_rows):
+        probe = _F0
+        for j in range(u(n_cols)):
+            probe += xs[u(t) * u(n_cols) + j] - xs[u(t) * u(n_cols) + j]
+        if probe != _F0:
+            return t
+    return -1
+
+
+@kernel
+def step_streams(params, meta, state, rows, X, Y, work, status):
+    """One step of k streams (k = len(rows)): returns -(t+1) if input row t holds NaN/Inf
+    (nothing changed), else how many streams' results were non-finite (their state kept)."""
+    k = rows.shape[0]
+    xs, ys, st, wk = X.ravel(), Y.ravel(), state.ravel(), work.ravel()
+    bad = _first_nonfinite_row(xs, k, X.shape[1])
+    if bad >= 0:
+        return -(bad + 1)
+    failed = 0
+    for r0 in range(0, k, TILE):
+        B = min(TILE, k - r0)
+        _load_prev(meta, st, rows, r0, wk, B)
+        _forward_tile(params, meta, xs, r0, wk, B)
+        failed += _commit_tile(params, meta, st, rows, r0, ys, r0, wk, status, B)
+    return failed
+
+
+@kernel
+def step_one(params, meta, state, x, y, work, status):
+    """One step of the stream in state row 0; x (I,), y (O,); returns as step_streams."""
+    st, wk = state.ravel(), work.ravel()
+    if _first_nonfinite_row(x, 1, x.shape[0]) >= 0:
+        return -1
+    _load_prev(meta, st, _ROW0, 0, wk, 1)
+    _forward_tile(params, meta, x, 0, wk, 1)
+    return _commit_tile(params, meta, st, _ROW0, 0, y, 0, wk, status, 1)
+
+
+@kernel
+def step_sequence(params, meta, state, X, Y, work, status):
+    """T steps of the stream in state row 0, all or nothing: returns -(t+1) if input row t
+    holds NaN/Inf, (t+1) if step t's result was non-finite (state restored to what it was
+    before the call), else 0."""
+    xs, ys, st, wk = X.ravel(), Y.ravel(), state.ravel(), work.ravel()
+    bad = _first_nonfinite_row(xs, X.shape[0], X.shape[1])
+    if bad >= 0:
+        return -(bad + 1)
+    n_state, backup = u(meta[N_STATE]), u(meta[WORK_WIDTH])   # work row 1 holds the backup
+    for j in range(n_state):
+        wk[backup + j] = st[j]
+    for t in range(X.shape[0]):
+        _load_prev(meta, st, _ROW0, 0, wk, 1)
+        _forward_tile(params, meta, xs, t, wk, 1)
+        if _commit_tile(params, meta, st, _ROW0, 0, ys, t, wk, status, 1):
+            for j in range(n_state):
+                st[j] = wk[backup + j]
+            return t + 1
+    return 0

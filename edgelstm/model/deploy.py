@@ -1,0 +1,111 @@
+"""The .elstm deploy file: versioned, self-describing, no pickle.
+
+Layout (all integers little-endian):
+  offset 0   8 bytes   magic b"ELSTM\\x00\\r\\n"
+  offset 8   u32       format version (FORMAT_VERSION)
+  offset 12  u32       header length N in bytes
+  offset 16  N bytes   header, UTF-8 JSON: {"format", "version", "architecture", "tensors",
+                       "source", "content_sha256", "edgelstm_version"}; tensors maps each name
+                       to {"dtype": "<f4", "shape": [...], "offset": o, "nbytes": n}, offsets
+                       relative to the data section
+  then       zero padding to a multiple of 64
+  then       data section: every tensor's float32 little-endian bytes, 64-byte aligned
+
+A reader rejects an unknown magic or a newer version, checks every tensor's bounds and
+recomputes the content hash over architecture and weights before trusting the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ModelFormatError
+from .spec import Dense, ModelSpec, Normalisation, RecurrentLayer
+
+MAGIC = b"ELSTM\x00\r\n"
+FORMAT_VERSION = 1
+_ALIGN = 64
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def save(spec: ModelSpec, path) -> str:
+    """Write spec to `path` atomically; returns the content hash."""
+    tensors, blobs, offset = {}, [], 0
+    for name, arr in sorted(spec.named_arrays().items()):
+        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        tensors[name] = {"dtype": "<f4", "shape": list(arr.shape), "offset": offset, "nbytes": len(raw)}
+        blobs.append(raw + b"\x00" * _pad(len(raw)))
+        offset += len(raw) + _pad(len(raw))
+    content_hash = spec.content_hash()
+    header = json.dumps({
+        "format": "edgelstm", "version": FORMAT_VERSION, "architecture": spec.architecture(),
+        "tensors": tensors, "source": spec.source, "content_sha256": content_hash,
+        "edgelstm_version": __version__,
+    }, sort_keys=True).encode()
+    prefix = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header)) + header
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(prefix + b"\x00" * _pad(len(prefix)))
+        fh.writelines(blobs)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return content_hash
+
+
+def read_header(data: bytes) -> tuple[dict, int]:
+    """(header dict, start of the data section) from the file's bytes."""
+    if data[:8] != MAGIC:
+        raise ModelFormatError("not an .elstm file (bad magic)")
+    if len(data) < 16:
+        raise ModelFormatError(".elstm file is truncated")
+    version, n = struct.unpack_from("<II", data, 8)
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(f".elstm format version {version} is newer than this edgelstm "
+                               f"understands ({FORMAT_VERSION}); upgrade edgelstm")
+    if 16 + n > len(data):
+        raise ModelFormatError(".elstm header runs past the end of the file; it is truncated")
+    try:
+        header = json.loads(data[16:16 + n])
+    except ValueError as exc:
+        raise ModelFormatError(f".elstm header is not valid JSON: {exc}") from None
+    return header, 16 + n + _pad(16 + n)
+
+
+def load(path) -> ModelSpec:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    header, start = read_header(data)
+    arrays = {}
+    for name, t in header.get("tensors", {}).items():
+        shape, off, nbytes = tuple(t["shape"]), int(t["offset"]), int(t["nbytes"])
+        if t.get("dtype") != "<f4" or nbytes != 4 * int(np.prod(shape)) or off < 0 \
+                or start + off + nbytes > len(data):
+            raise ModelFormatError(f".elstm tensor {name!r} is malformed or truncated")
+        arrays[name] = np.frombuffer(data, "<f4", nbytes // 4, start + off).reshape(shape)
+    try:
+        spec = _spec_from(header["architecture"], arrays, header.get("source", {}))
+    except KeyError as exc:
+        raise ModelFormatError(f".elstm file lacks {exc}; it is damaged") from None
+    if spec.content_hash() != header.get("content_sha256"):
+        raise ModelFormatError(f"{path}: content hash mismatch; the file is corrupt")
+    return spec
+
+
+def _spec_from(arch: dict, a: dict, source: dict) -> ModelSpec:
+    layers = []
+    for k, l in enumerate(arch["layers"]):
+        p = f"layers.{k}."
+        layers.append(RecurrentLayer(l["kind"], l["input_size"], l["hidden_size"], a[p + "w_ih"],
+                                     a[p + "w_hh"], a[p + "b_ih"], a[p + "b_hh"], a.get(p + "w_hr")))
+    head = Dense(a["head.weight"], a["head.bias"]) if arch.get("head") else None
+    norm = lambda w: Normalisation(a[f"{w}.mean"], a[f"{w}.std"]) if arch.get(w) else None  # noqa: E731
+    return ModelSpec(tuple(layers), head, norm("input_norm"), norm("output_norm"), source=source)
