@@ -6,8 +6,10 @@ environment when numba starts.
 Cache directory, first that is set wins:
   NUMBA_CACHE_DIR        numba's own variable
   EDGELSTM_CACHE_DIR     edgelstm's (the systemd unit sets it to /var/cache/edgelstm)
-  $XDG_CACHE_HOME/edgelstm/numba, else ~/.cache/edgelstm/numba
+  $XDG_CACHE_HOME/edgelstm/numba-<version>, else ~/.cache/edgelstm/numba-<version>
 Compiled kernels are saved there, so a restarted process loads them instead of compiling.
+The default path carries the package version because numba checks only the timestamp of a
+kernel's own file, not of the helpers it inlines from other modules.
 """
 
 import os
@@ -19,8 +21,9 @@ def cache_dir() -> str:
         return os.environ["NUMBA_CACHE_DIR"]
     if os.environ.get("EDGELSTM_CACHE_DIR"):
         return os.environ["EDGELSTM_CACHE_DIR"]
+    from . import __version__
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "edgelstm", "numba")
+    return os.path.join(base, "edgelstm", f"numba-{__version__}")
 
 
 os.environ.setdefault("NUMBA_CACHE_DIR", cache_dir())

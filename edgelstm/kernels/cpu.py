@@ -174,14 +174,9 @@ def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
     failed = 0
     for b in range(B):
         w, y = u(b) * width, (u(y0) + u(b)) * n_out
-        probe = _F0                    # v - v is 0 for finite v and NaN for NaN/Inf
         for j in range(n_out):
-            v = wk[w + y_area + j] * params[scale + j] + params[mean + j]
-            ys[y + j] = v
-            probe += v - v
-        for j in range(n_state):
-            probe += wk[w + nxt + j] - wk[w + nxt + j]
-        if probe == _F0:
+            ys[y + j] = wk[w + y_area + j] * params[scale + j] + params[mean + j]
+        if _count_nonfinite(ys, y, n_out) + _count_nonfinite(wk, w + nxt, n_state) == 0:
             s = u(rows[r0 + b]) * n_state
             for j in range(n_state):
                 st[s + j] = wk[w + nxt + j]
@@ -193,13 +188,19 @@ def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
 
 
 @inline
+def _count_nonfinite(a, start, n):
+    """How many of a[start:start+n] are NaN/Inf (isfinite stays truthful: FASTMATH has no nnan/ninf)."""
+    count = 0
+    for j in range(n):
+        count += not np.isfinite(a[start + j])
+    return count
+
+
+@inline
 def _first_nonfinite_row(xs, n_rows, n_cols):
     """Index of the first row of the flat (n_rows, n_cols) input holding NaN/Inf, or -1."""
     for t in range(n_rows):
-        probe = _F0
-        for j in range(u(n_cols)):
-            probe += xs[u(t) * u(n_cols) + j] - xs[u(t) * u(n_cols) + j]
-        if probe != _F0:
+        if _count_nonfinite(xs, u(t) * u(n_cols), u(n_cols)):
             return t
     return -1
 

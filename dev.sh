@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv, installs what the task needs, runs it.
+#   ./dev.sh demo [ARGS]    stream the bundled recording through the bundled model
+#   ./dev.sh test [ARGS]    the whole test suite (installs torch 2.13.0, the numerics oracle)
+#   ./dev.sh bench [ARGS]   the benchmark against PyTorch, ONNX Runtime and NumPy
+set -euo pipefail
+cd "$(dirname "$0")"
+task="${1:-demo}"; shift || true
+PY="${PYTHON:-python3}"
+
+need_venv() {
+  if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv with $($PY --version)"
+    "$PY" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+  fi
+}
+install() {   # install the package with the given extras, once per set of extras
+  local extras="$1" stamp=".venv/.installed-$1-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ]; then
+    echo "== installing edgelstm[$extras] into .venv"
+    .venv/bin/python -m pip install -q -e ".[$extras]"
+    touch "$stamp"
+  fi
+}
+
+case "$task" in
+  demo)
+    need_venv; install "safetensors"
+    exec .venv/bin/edgelstm demo "$@" ;;
+  test)
+    need_venv; install "dev,torch"
+    set +e
+    .venv/bin/python -m pytest "$@"
+    rc=$?
+    if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
+    exit "$rc" ;;
+  bench)
+    need_venv; install "dev,bench"
+    exec .venv/bin/python benchmarks/bench_step.py "$@" ;;
+  *)
+    echo "usage: ./dev.sh demo|test|bench [ARGS]" >&2; exit 2 ;;
+esac

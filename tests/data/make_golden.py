@@ -1,0 +1,26 @@
+"""Regenerate the committed golden fixtures: PyTorch weights, inputs and outputs (fed one
+sample at a time) for each architecture in tests/archs.py, so core tests run without torch.
+
+    .venv/bin/python tests/data/make_golden.py
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from archs import ARCHS, build, state_dict_arrays  # noqa: E402
+
+STEPS = 300
+
+if __name__ == "__main__":
+    import torch
+    for name in ARCHS:
+        net = build(name)
+        xs = np.random.default_rng(1).normal(0, 1, (STEPS, ARCHS[name]["input_size"])).astype(np.float32)
+        ys = net.run(xs)
+        arrays = {f"w/{k}": v for k, v in state_dict_arrays(net).items()}
+        np.savez_compressed(HERE / f"golden_{name}.npz", x=xs, y=ys, torch_version=torch.__version__, **arrays)
+        print("wrote", name, ys.shape)
