@@ -1,0 +1,46 @@
+"""The command line, run as a user would (a subprocess of the installed entry point)."""
+
+import subprocess
+import sys
+
+import numpy as np
+from conftest import ROOT, golden
+
+
+def edgelstm(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "edgelstm", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_help_lists_commands():
+    out = edgelstm("--help")
+    assert out.returncode == 0
+    for word in ("demo", "convert", "inspect", "warmup", "EDGELSTM_CACHE_DIR"):
+        assert word in out.stdout
+
+
+def test_demo_prints_predictions_and_accuracy():
+    out = edgelstm("demo", "--speed", "0", "--steps", "1500")
+    assert out.returncode == 0, out.stderr
+    assert "predicted" in out.stdout
+    acc = float(out.stdout.split("accuracy ")[-1].split("%")[0])
+    assert acc > 90.0, out.stdout[-500:]
+
+
+def test_convert_then_inspect(tmp_path):
+    weights, xs, ys = golden("gru_2layer_head")
+    np.savez(tmp_path / "m.npz", **weights)
+    out = edgelstm("convert", tmp_path / "m.npz", "-o", tmp_path / "m.elstm")
+    assert out.returncode == 0, out.stderr
+    assert "GRU 8 -> 48" in out.stdout
+    out = edgelstm("inspect", tmp_path / "m.elstm")
+    assert out.returncode == 0 and "parameters" in out.stdout and "content hash" in out.stdout
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path):
+    weights, _, _ = golden("lstm_1layer")
+    np.savez(tmp_path / "m.npz", **dict(weights, **{"extra.weight": np.ones((3, 3), np.float32)}))
+    out = edgelstm("convert", tmp_path / "m.npz")
+    assert out.returncode == 1
+    assert "error:" in out.stderr and "--allow-unused" in out.stderr and "Traceback" not in out.stderr
+    assert edgelstm("convert", tmp_path / "m.npz", "--allow-unused").returncode == 0

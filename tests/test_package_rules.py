@@ -1,0 +1,39 @@
+"""House rules checked as tests: no print or logging set-up in the library, torch never
+imported by the package, every kernel compiled through the one decorator."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "edgelstm"
+LIBRARY = [p for p in PKG.rglob("*.py") if p.name not in ("cli.py", "__main__.py")]
+
+
+def calls(path, name):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id == name) or (isinstance(f, ast.Attribute) and f.attr == name):
+                yield node.lineno
+
+
+def test_library_never_prints_or_configures_logging():
+    offenders = [f"{p.name}:{n}" for p in LIBRARY for fn in ("print", "basicConfig") for n in calls(p, fn)]
+    assert not offenders, offenders
+
+
+def test_package_never_imports_torch():
+    for p in PKG.rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "torch" for n in names), f"{p.name} imports torch"
+
+
+def test_kernels_use_the_shared_decorator():
+    for p in PKG.rglob("*.py"):
+        if p.name == "_numba.py":
+            continue
+        text = p.read_text()
+        assert "njit(" not in text and "numba.jit" not in text, f"{p.name}: use edgelstm._numba.kernel"
