@@ -21,7 +21,7 @@ an atomic reference-count pair each; both were measured to triple the step time.
 
 import numpy as np
 
-from .._numba import inline, kernel
+from .._numba import kernel
 from . import gate_math
 from .layout import (
     HEAD_B, HEAD_IN, HEAD_W, HEADER_LEN, IN_MEAN, IN_SCALE, KIND_LSTM, L_BA, L_BB, L_C, L_H,
@@ -39,7 +39,7 @@ _0, _1, _2, _3, _4 = u(0), u(1), u(2), u(3), u(4)
 _F0, _F1 = np.float32(0.0), np.float32(1.0)
 
 
-@inline
+@kernel
 def _matvec(params, w_off, n_rows, n_cols, bias_off, has_bias, wk, width, src, dst, B):
     """For each stream b < B of the tile: wk[b*width + dst + j] = W[j] . wk[b*width + src : + n_cols]
     (+ bias[j]), where W = params[w_off:] is (n_rows, n_cols) row-major.
@@ -78,7 +78,7 @@ def _matvec(params, w_off, n_rows, n_cols, bias_off, has_bias, wk, width, src, d
                 wk[o + j] += params[bias_off + j]
 
 
-@inline
+@kernel
 def _lstm_layer(params, meta, row, wk, width, src, B):
     n_in, hid, n_out = u(meta[row + L_IN]), u(meta[row + L_HID]), u(meta[row + L_OUT])
     cat, ga, prev, nxt, tmp = u(meta[W_CAT]), u(meta[W_GA]), u(meta[W_PREV]), u(meta[W_NEXT]), u(meta[W_TMP])
@@ -110,7 +110,7 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
         _matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, False, wk, width, tmp, nxt + h_off, B)
 
 
-@inline
+@kernel
 def _gru_layer(params, meta, row, wk, width, src, B):
     n_in, hid = u(meta[row + L_IN]), u(meta[row + L_HID])
     cat, ga, gb, prev, nxt = u(meta[W_CAT]), u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
@@ -128,7 +128,7 @@ def _gru_layer(params, meta, row, wk, width, src, B):
             wk[base + nxt + h_off + j] = (_F1 - z) * wk[a + _2 * hid + j] + z * wk[base + prev + h_off + j]
 
 
-@inline
+@kernel
 def _forward_tile(params, meta, xs, x0, wk, B):
     """Next state and raw output, in work, for B streams whose prev state is already there.
     xs is X flattened; the tile's first input row is x0."""
@@ -155,7 +155,7 @@ def _forward_tile(params, meta, xs, x0, wk, B):
                 wk[u(b) * width + y_area + j] = wk[u(b) * width + src + j]
 
 
-@inline
+@kernel
 def _load_prev(meta, st, rows, r0, wk, B):
     """Copy each tile stream's state row into the prev area of its work row."""
     width, n_state, prev = u(meta[WORK_WIDTH]), u(meta[N_STATE]), u(meta[W_PREV])
@@ -165,7 +165,7 @@ def _load_prev(meta, st, rows, r0, wk, B):
             wk[w + j] = st[s + j]
 
 
-@inline
+@kernel
 def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
     """Write y (de-normalised) and commit the next state of each stream whose results are all
     finite; returns how many were not (their state is left as it was)."""
@@ -187,7 +187,7 @@ def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
     return failed
 
 
-@inline
+@kernel
 def _count_nonfinite(a, start, n):
     """How many of a[start:start+n] are NaN/Inf (isfinite stays truthful: FASTMATH has no nnan/ninf)."""
     count = 0
@@ -196,7 +196,7 @@ def _count_nonfinite(a, start, n):
     return count
 
 
-@inline
+@kernel
 def _first_nonfinite_row(xs, n_rows, n_cols):
     """Index of the first row of the flat (n_rows, n_cols) input holding NaN/Inf, or -1."""
     for t in range(n_rows):
