@@ -53,10 +53,13 @@ def main():
             progress(f"cold run {i + 1}: {cold[-1]['total_s']:.2f} s")
             warm.append(run_child(cache))
             progress(f"warm run {i + 1}: {warm[-1]['total_s']:.2f} s")
-    med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+    def med(runs, key):
+        return statistics.median(r[key] for r in runs)
+
     print(f"\n{'start':<6}{'import':>10}{'load':>10}{'kernels':>10}{'total':>10}   (medians of {args.runs}, seconds)")
     for name, runs in (("cold", cold), ("warm", warm)):
-        print(f"{name:<6}" + "".join(f"{med(runs, k):>10.3f}" for k in ("import_s", "load_s", "compile_or_cache_s", "total_s")))
+        parts = ("import_s", "load_s", "compile_or_cache_s", "total_s")
+        print(f"{name:<6}" + "".join(f"{med(runs, k):>10.3f}" for k in parts))
     print(f"warm start is {med(cold, 'total_s') / med(warm, 'total_s'):.1f}x faster than cold")
     path = write_json("bench_startup", {"machine": machine(), "cold": cold, "warm": warm,
                                         "median_total_s": {"cold": med(cold, "total_s"), "warm": med(warm, "total_s")}})

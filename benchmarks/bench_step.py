@@ -27,16 +27,16 @@ from common import RESULTS, machine, median_time, pin_one_thread, progress, writ
 
 pin_one_thread()
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import edgelstm  # noqa: E402
-from edgelstm.kernels import reference  # noqa: E402
-from edgelstm.model.state_dict import spec_from_state_dict  # noqa: E402
+import edgelstm
+from edgelstm.kernels import reference
+from edgelstm.model.state_dict import spec_from_state_dict
 
 torch.set_num_threads(1)
-I, H, LAYERS, O, T, K = 8, 64, 2, 1, 1000, 256
+I, H, LAYERS, O, T, K = 8, 64, 2, 1, 1000, 256  # noqa: E741  (input, hidden, layers, output, steps, streams)
 
 
 class Net(torch.nn.Module):
@@ -69,7 +69,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
-    n = lambda k: max(1, int(k * scale))  # noqa: E731
+    def n(k):
+        return max(1, int(k * scale))
+
 
     torch.manual_seed(0)
     net = Net().eval()
@@ -83,7 +85,8 @@ def main():
     results = {}
 
     def record(name, per_call, steps_per_call, runs, what):
-        results[name] = {"us_per_step": per_call / steps_per_call * 1e6, "stream_steps_per_s": steps_per_call / per_call,
+        results[name] = {"us_per_step": per_call / steps_per_call * 1e6,
+                         "stream_steps_per_s": steps_per_call / per_call,
                          "runs_us_per_call": [r * 1e6 for r in runs], "what": what}
         progress(f"{name}: {per_call / steps_per_call * 1e6:.2f} us/step")
 
@@ -91,7 +94,7 @@ def main():
 
     # --- edgelstm
     s = model.stream()
-    x0, out = xs[0], np.empty(O, np.float32)
+    x0 = xs[0]
     t, runs = median_time(lambda: s.step(x0), n(20000), args.repeats)
     record("edgelstm stream.step", t, 1, runs, "one reading per Python call")
     s2 = model.stream()
@@ -110,7 +113,7 @@ def main():
         xt = torch.from_numpy(xs[:1])[:, None]
 
         def torch_step():
-            y, state[0], state[1] = net(xt, state[0], state[1])
+            _, state[0], state[1] = net(xt, state[0], state[1])
         t, runs = median_time(torch_step, n(2000), args.repeats)
         record("PyTorch nn.LSTM step", t, 1, runs, "seq_len 1, (h, c) carried")
         xseq, h0 = torch.from_numpy(xs)[:, None], torch.zeros(LAYERS, 1, H)

@@ -18,16 +18,32 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import machine, pin_one_thread, write_json
 
 pin_one_thread()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import edgelstm  # noqa: E402
-from edgelstm._numba import kernel  # noqa: E402
-from edgelstm.kernels import cpu  # noqa: E402
-from edgelstm.kernels.layout import HEAD_B, HEAD_IN, HEAD_W, HEADER_LEN, LAYER_LEN, L_BA, L_HID, L_IN, L_OUT, L_WIH, N_LAYERS, N_OUT, W_CAT, W_GA, W_Y, WORK_WIDTH  # noqa: E402,E501
-from edgelstm.model.spec import Dense, ModelSpec, RecurrentLayer  # noqa: E402
+import edgelstm
+from edgelstm._numba import kernel
+from edgelstm.kernels import cpu
+from edgelstm.kernels.layout import (
+    HEAD_B,
+    HEAD_IN,
+    HEAD_W,
+    HEADER_LEN,
+    L_BA,
+    L_HID,
+    L_IN,
+    L_OUT,
+    L_WIH,
+    LAYER_LEN,
+    N_LAYERS,
+    N_OUT,
+    W_CAT,
+    W_GA,
+    W_Y,
+    WORK_WIDTH,
+)
+from edgelstm.model.spec import Dense, ModelSpec, RecurrentLayer
 
 u = np.uint64
 T = 2000

@@ -7,16 +7,34 @@
 
 __version__ = "0.1.0"
 
-from . import _numba  # noqa: F401,E402  (sets the numba cache directory before numba loads)
-from .engine import Model, Stream, StreamBank, StreamState  # noqa: E402
-from .errors import (  # noqa: E402
-    EdgeLSTMError, InputError, ModelFormatError, NumericalError, StateError, UnsafePickleError,
+from . import _numba  # noqa: F401  (sets the numba cache directory before numba loads)
+from .engine import Model, Stream, StreamBank, StreamState
+from .errors import (
+    EdgeLSTMError,
+    InputError,
+    ModelFormatError,
+    NumericalError,
+    StateError,
+    UnsafePickleError,
 )
-from .model.loader import load  # noqa: E402
-from .model.spec import Dense, ModelSpec, Normalisation, RecurrentLayer  # noqa: E402
+from .model.loader import load
+from .model.spec import Dense, ModelSpec, Normalisation, RecurrentLayer
 
 __all__ = [
-    "load", "Model", "Stream", "StreamBank", "StreamState", "ModelSpec", "RecurrentLayer", "Dense",
-    "Normalisation", "EdgeLSTMError", "InputError", "ModelFormatError", "NumericalError",
-    "StateError", "UnsafePickleError", "__version__",
+    "Dense",
+    "EdgeLSTMError",
+    "InputError",
+    "Model",
+    "ModelFormatError",
+    "ModelSpec",
+    "Normalisation",
+    "NumericalError",
+    "RecurrentLayer",
+    "StateError",
+    "Stream",
+    "StreamBank",
+    "StreamState",
+    "UnsafePickleError",
+    "__version__",
+    "load",
 ]

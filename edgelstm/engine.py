@@ -28,7 +28,7 @@ class StreamState:
     model_hash: str
     values: np.ndarray          # (S,) float32: [h_0, c_0, h_1, c_1, ...] (no c for GRU layers)
 
-    def layers(self, model: "Model") -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def layers(self, model: Model) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """The state as (h, c) per layer (c is None for GRU layers)."""
         out, off = [], 0
         for layer in model.spec.layers:
@@ -65,11 +65,11 @@ class Model:
             )
         return self._kernels
 
-    def stream(self) -> "Stream":
+    def stream(self) -> Stream:
         """A new stream with zero state."""
         return Stream(self)
 
-    def bank(self, capacity: int = 1024) -> "StreamBank":
+    def bank(self, capacity: int = 1024) -> StreamBank:
         """Room for `capacity` independent streams, stepped together in one kernel call."""
         return StreamBank(self, capacity)
 
@@ -107,10 +107,10 @@ class Model:
             if src.dtype.kind not in "fiub":
                 raise InputError(f"reading has dtype {src.dtype}; expected float32 (or a type that "
                                  f"casts safely to it)")
-            if src.dtype.kind == "f" and src.dtype.itemsize > 4:
-                # float64 is accepted (NumPy's default) but values beyond float32's range are not.
-                if src.size and np.nanmax(np.abs(np.where(np.isinf(src), 0, src))) > np.finfo(np.float32).max:
-                    raise InputError("reading overflows float32 (|value| > 3.4e38)")
+            # float64 is accepted (NumPy's default) but values beyond float32's range are not.
+            if (src.dtype.kind == "f" and src.dtype.itemsize > 4 and src.size
+                    and np.nanmax(np.abs(np.where(np.isinf(src), 0, src))) > np.finfo(np.float32).max):
+                raise InputError("reading overflows float32 (|value| > 3.4e38)")
             arr = np.ascontiguousarray(src, dtype=np.float32)
         want = (self.input_size,) if rows is None else (rows, self.input_size)
         if arr.shape != want:

@@ -28,7 +28,7 @@ def test_demo_prints_predictions_and_accuracy():
 
 
 def test_convert_then_inspect(tmp_path):
-    weights, xs, ys = golden("gru_2layer_head")
+    weights, _, _ = golden("gru_2layer_head")
     np.savez(tmp_path / "m.npz", **weights)
     out = edgelstm("convert", tmp_path / "m.npz", "-o", tmp_path / "m.elstm")
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgelstm
-from edgelstm.kernels import cpu, gate_math, reference
+from edgelstm.kernels import gate_math, reference
 from edgelstm.model.spec import Dense, ModelSpec, Normalisation, RecurrentLayer
 
 GATES = {"lstm": 4, "gru": 3}
@@ -99,7 +99,9 @@ def test_hot_path_allocates_nothing():
         from edgelstm.kernels import cpu
         from edgelstm.model.spec import RecurrentLayer, Dense, ModelSpec
         rng = np.random.default_rng(0)
-        def layer(kind, i, h, g): return RecurrentLayer(kind, i, h, rng.normal(size=(g*h, i)), rng.normal(size=(g*h, h)), rng.normal(size=g*h), rng.normal(size=g*h))
+        def layer(kind, i, h, g):
+            return RecurrentLayer(kind, i, h, rng.normal(size=(g * h, i)), rng.normal(size=(g * h, h)),
+                                  rng.normal(size=g * h), rng.normal(size=g * h))
         spec = ModelSpec((layer("lstm", 4, 16, 4), layer("gru", 16, 8, 3)), Dense(rng.normal(size=(2, 8)), np.zeros(2)))
         model = edgelstm.Model(spec)
         p, m = model.params, model.meta

@@ -6,9 +6,10 @@ import pytest
 pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 
-import edgelstm  # noqa: E402
-from archs import ARCHS, build, state_dict_arrays  # noqa: E402
-from edgelstm.model.state_dict import spec_from_state_dict  # noqa: E402
+from archs import ARCHS, build, state_dict_arrays
+
+import edgelstm
+from edgelstm.model.state_dict import spec_from_state_dict
 
 STEPS = 10_000
 

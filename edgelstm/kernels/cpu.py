@@ -24,9 +24,39 @@ import numpy as np
 from .._numba import kernel
 from . import gate_math
 from .layout import (
-    HEAD_B, HEAD_IN, HEAD_W, HEADER_LEN, IN_MEAN, IN_SCALE, KIND_LSTM, L_BA, L_BB, L_C, L_H,
-    L_HID, L_IN, L_KIND, L_OUT, L_WHH, L_WHR, L_WIH, LAYER_LEN, N_IN, N_LAYERS, N_OUT, N_STATE,
-    OUT_MEAN, OUT_SCALE, W_CAT, W_GA, W_GB, W_NEXT, W_PREV, W_TMP, W_Y, WORK_WIDTH,
+    HEAD_B,
+    HEAD_IN,
+    HEAD_W,
+    HEADER_LEN,
+    IN_MEAN,
+    IN_SCALE,
+    KIND_LSTM,
+    L_BA,
+    L_BB,
+    L_C,
+    L_H,
+    L_HID,
+    L_IN,
+    L_KIND,
+    L_OUT,
+    L_WHH,
+    L_WHR,
+    L_WIH,
+    LAYER_LEN,
+    N_IN,
+    N_LAYERS,
+    N_OUT,
+    N_STATE,
+    OUT_MEAN,
+    OUT_SCALE,
+    W_CAT,
+    W_GA,
+    W_GB,
+    W_NEXT,
+    W_PREV,
+    W_TMP,
+    W_Y,
+    WORK_WIDTH,
 )
 
 TILE = 8                       # streams per tile; work has TILE rows
@@ -103,7 +133,8 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
         for j in range(_3 * hid, _4 * hid):
             wk[g + j] = sigmoid(wk[g + j])
         for j in range(hid):                       # c' = f * c + i * g
-            wk[base + nxt + c_off + j] = wk[g + hid + j] * wk[base + prev + c_off + j] + wk[g + j] * wk[g + _2 * hid + j]
+            wk[base + nxt + c_off + j] = (wk[g + hid + j] * wk[base + prev + c_off + j]
+                                          + wk[g + j] * wk[g + _2 * hid + j])
         for j in range(hid):                       # h' = o * tanh(c')
             wk[base + h_dst + j] = wk[g + _3 * hid + j] * tanh(wk[base + nxt + c_off + j])
     if projected:                                  # h = W_hr (o * tanh(c))
@@ -113,7 +144,7 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
 @kernel
 def _gru_layer(params, meta, row, wk, width, src, B):
     n_in, hid = u(meta[row + L_IN]), u(meta[row + L_HID])
-    cat, ga, gb, prev, nxt = u(meta[W_CAT]), u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
+    ga, gb, prev, nxt = u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
     h_off = u(meta[row + L_H])
     _matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), True, wk, width, src, ga, B)
     _matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), True, wk, width, prev + h_off, gb, B)

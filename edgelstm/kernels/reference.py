@@ -15,15 +15,19 @@ def _sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
+def _caster(dtype):
+    return lambda a: a.astype(dtype)
+
+
 def zero_state(spec: ModelSpec, dtype=np.float64) -> list:
     return [
-        (np.zeros(l.output_size, dtype), np.zeros(l.hidden_size, dtype) if l.kind == "lstm" else None)
-        for l in spec.layers
+        (np.zeros(layer.output_size, dtype), np.zeros(layer.hidden_size, dtype) if layer.kind == "lstm" else None)
+        for layer in spec.layers
     ]
 
 
 def lstm_layer(layer: RecurrentLayer, x, h, c, dtype):
-    w = lambda a: a.astype(dtype)  # noqa: E731
+    w = _caster(dtype)
     gates = w(layer.w_ih) @ x + w(layer.b_ih) + w(layer.w_hh) @ h + w(layer.b_hh)   # (4H,)
     i, f, g, o = np.split(gates, 4)
     c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
@@ -34,7 +38,7 @@ def lstm_layer(layer: RecurrentLayer, x, h, c, dtype):
 
 
 def gru_layer(layer: RecurrentLayer, x, h, dtype):
-    w = lambda a: a.astype(dtype)  # noqa: E731
+    w = _caster(dtype)
     gi = w(layer.w_ih) @ x + w(layer.b_ih)      # (3H,)
     gh = w(layer.w_hh) @ h + w(layer.b_hh)      # (3H,) b_hn stays inside r * (...)
     i_r, i_z, i_n = np.split(gi, 3)

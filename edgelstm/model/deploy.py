@@ -102,10 +102,13 @@ def load(path) -> ModelSpec:
 
 def _spec_from(arch: dict, a: dict, source: dict) -> ModelSpec:
     layers = []
-    for k, l in enumerate(arch["layers"]):
+    for k, layer in enumerate(arch["layers"]):
         p = f"layers.{k}."
-        layers.append(RecurrentLayer(l["kind"], l["input_size"], l["hidden_size"], a[p + "w_ih"],
+        layers.append(RecurrentLayer(layer["kind"], layer["input_size"], layer["hidden_size"], a[p + "w_ih"],
                                      a[p + "w_hh"], a[p + "b_ih"], a[p + "b_hh"], a.get(p + "w_hr")))
     head = Dense(a["head.weight"], a["head.bias"]) if arch.get("head") else None
-    norm = lambda w: Normalisation(a[f"{w}.mean"], a[f"{w}.std"]) if arch.get(w) else None  # noqa: E731
+
+    def norm(which):
+        return Normalisation(a[f"{which}.mean"], a[f"{which}.std"]) if arch.get(which) else None
+
     return ModelSpec(tuple(layers), head, norm("input_norm"), norm("output_norm"), source=source)

@@ -167,9 +167,9 @@ class ModelSpec:
         """The hyper-parameters as JSON-ready data."""
         return {
             "layers": [
-                {"kind": l.kind, "input_size": l.input_size, "hidden_size": l.hidden_size,
-                 "proj_size": l.proj_size}
-                for l in self.layers
+                {"kind": layer.kind, "input_size": layer.input_size, "hidden_size": layer.hidden_size,
+                 "proj_size": layer.proj_size}
+                for layer in self.layers
             ],
             "head": None if self.head is None else {"output_size": int(self.head.weight.shape[0])},
             "input_norm": self.input_norm is not None,
@@ -193,9 +193,9 @@ class ModelSpec:
     def describe(self) -> str:
         """A short human-readable summary, one line per layer."""
         lines = []
-        for k, l in enumerate(self.layers):
-            proj = f", proj {l.proj_size}" if l.proj_size else ""
-            lines.append(f"  layer {k}: {l.kind.upper()} {l.input_size} -> {l.hidden_size}{proj}")
+        for k, layer in enumerate(self.layers):
+            proj = f", proj {layer.proj_size}" if layer.proj_size else ""
+            lines.append(f"  layer {k}: {layer.kind.upper()} {layer.input_size} -> {layer.hidden_size}{proj}")
         if self.head is not None:
             lines.append(f"  head:    Linear {self.head.weight.shape[1]} -> {self.head.weight.shape[0]}")
         if self.input_norm is not None:

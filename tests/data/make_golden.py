@@ -11,7 +11,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from archs import ARCHS, build, state_dict_arrays  # noqa: E402
+from archs import ARCHS, build, state_dict_arrays
 
 STEPS = 300
 
