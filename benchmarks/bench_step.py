@@ -66,7 +66,8 @@ def onnx_session(net, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per variant (median reported)")
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer iterations, a smoke run; writes bench_step_quick.* instead")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     def n(k):
@@ -149,10 +150,10 @@ def main():
     t, runs = median_time(numpy_step, n(2000), args.repeats)
     record("NumPy step", t, 1, runs, "straightforward NumPy")
 
-    report(results, args.repeats)
+    report(results, args.repeats, "bench_step_quick" if args.quick else "bench_step")
 
 
-def report(results: dict, repeats: int) -> None:
+def report(results: dict, repeats: int, name: str) -> None:
     ours = {"stream.step": results["edgelstm stream.step"], "step_many": results["edgelstm step_many"],
             "bank.step": results["edgelstm bank.step"]}
     step = results["edgelstm stream.step"]["us_per_step"]
@@ -177,11 +178,11 @@ def report(results: dict, repeats: int) -> None:
     payload = {"shape": {"input": I, "hidden": H, "layers": LAYERS, "output": O}, "repeats": repeats,
                "machine": machine(), "results": results, "ratios": ratios,
                "versions": {"torch": torch.__version__, "numpy": np.__version__, "edgelstm": edgelstm.__version__}}
-    print(f"\nwrote {write_json('bench_step', payload)}")
-    plot(results)
+    print(f"\nwrote {write_json(name, payload)}")
+    plot(results, name)
 
 
-def plot(results: dict) -> None:
+def plot(results: dict, name: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,7 +197,7 @@ def plot(results: dict) -> None:
     for i, v in enumerate(us[::-1]):
         ax.text(v * 1.05, i, f"{v:.2f}", va="center", fontsize=8)
     fig.tight_layout()
-    path = RESULTS / "bench_step.png"
+    path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
 

@@ -44,3 +44,23 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path):
     assert out.returncode == 1
     assert "error:" in out.stderr and "--allow-unused" in out.stderr and "Traceback" not in out.stderr
     assert edgelstm("convert", tmp_path / "m.npz", "--allow-unused").returncode == 0
+
+
+def test_kernel_cache_goes_to_edgelstm_cache_dir(tmp_path):
+    """A process with EDGELSTM_CACHE_DIR set writes its compiled kernels there, and a second
+    process loads them instead of compiling (bench_startup.py measures how much faster)."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["EDGELSTM_CACHE_DIR"] = str(tmp_path)
+    run = lambda: subprocess.run([sys.executable, "-m", "edgelstm", "warmup",  # noqa: E731
+                                  str(ROOT / "edgelstm" / "data" / "activity.elstm")],
+                                 capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert str(tmp_path) in first.stdout
+    cached = list(tmp_path.rglob("*.nbi"))
+    assert cached, "no numba index files were written to EDGELSTM_CACHE_DIR"
+    second = run()
+    assert second.returncode == 0 and sorted(tmp_path.rglob("*.nbi")) == sorted(cached)
+    t1, t2 = (float(r.stdout.split("ready in ")[1].split(" s")[0]) for r in (first, second))
+    assert t2 < t1 / 3, f"warm start {t2:.2f} s is not much faster than cold {t1:.2f} s"
