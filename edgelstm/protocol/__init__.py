@@ -1,0 +1,1 @@
+"""Wire formats: the serial frame protocol (firmware_bridge/PROTOCOL.md) and MQTT payloads."""
