@@ -22,9 +22,18 @@ edgelstm: stateful streaming LSTM/GRU inference for edge devices.
 Load weights trained in PyTorch (no torch needed here), keep each sensor's recurrent state
 across readings, and run one reading in a few microseconds."""
 
+RUN_EPILOG = """\
+examples:
+  edgelstm run -c /etc/edgelstm/edgelstm.toml
+  edgelstm run --model m.elstm --mqtt mqtt://localhost:1883 --in 'sensors/+/reading' \\
+               --out 'sensors/{stream}/prediction' --checkpoint /var/lib/edgelstm/state.ckpt
+  edgelstm run --model m.elstm --serial /dev/ttyUSB0 --baud 115200 --out stdout
+"""
+
 EPILOG = """\
 examples:
-  edgelstm demo                              replay the bundled recording through the bundled model
+  edgelstm demo                              a simulated sensor board on a pty feeding the daemon
+  edgelstm run -c edgelstm.toml              the daemon (see edgelstm run --help)
   edgelstm convert model.pt -o model.elstm   make a deploy file (torch-free, hashed, versioned)
   edgelstm inspect model.elstm               architecture, parameters, memory
   edgelstm warmup model.elstm                compile kernels into the cache before first use
@@ -106,40 +115,53 @@ def cmd_warmup(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import bundled_recording, load_bundled, replay
-    from .simulate import ACTIVITIES
-    t0 = time.perf_counter()
-    model = load_bundled() if args.model is None else __import__("edgelstm").load(args.model)
-    model.warmup()
-    x, labels, rate = bundled_recording()
-    if args.steps:
-        x, labels = x[:args.steps], labels[:args.steps]
-    speed = "as fast as possible" if args.speed <= 0 else f"at {args.speed:g}x real time"
-    print(f"edgelstm demo: model ready in {time.perf_counter() - t0:.2f} s")
-    print(model.spec.describe())
-    print(f"replaying {len(x)} readings of a simulated 3-axis accelerometer ({rate:g} Hz) {speed}; "
-          f"Ctrl-C stops\n")
-    tty = sys.stdout.isatty()
-    correct, times, every = 0, [], max(1, int(rate * max(args.speed, 1)))   # a line per simulated second
-    try:
-        for p in replay(model, x, labels, rate, args.speed):
-            correct += p.label == p.truth
-            times.append(p.step_seconds)
-            if tty or p.index % every == every - 1 or p.index == len(x) - 1:
-                mark = "ok" if p.label == p.truth else "--"
-                line = (f"t={p.index / rate:6.1f}s  x=[{p.x[0]:+.2f} {p.x[1]:+.2f} {p.x[2]:+.2f}] g  "
-                        f"predicted {ACTIVITIES[p.label]:<8} ({p.prob:4.0%})  truth {ACTIVITIES[p.truth]:<8} "
-                        f"{mark}  running accuracy {correct / (p.index + 1):6.1%}")
-                print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
-    except KeyboardInterrupt:
-        print("\ninterrupted")
-    n = len(times)
-    if tty:
-        print()
-    us = np.array(times) * 1e6
-    print(f"\ndone: {n} readings; accuracy {correct / max(n, 1):.1%} ({correct}/{n}); "
-          f"step latency p50 {np.percentile(us, 50):.1f} us, p99 {np.percentile(us, 99):.1f} us")
+    from .demo import run_demo
+    print("edgelstm demo: a simulated wrist-sensor board streams accelerometer readings over a "
+          "pseudo-terminal\n(serial frame protocol, firmware_bridge/PROTOCOL.md) into the daemon running the "
+          "bundled activity model.\nCtrl-C stops both.\n", flush=True)
+    return run_demo(args.speed, args.steps, args.streams, sys.stdout, sys.stdout.isatty(), log)
+
+
+def _run_overrides(args) -> dict:
+    o = {"model": args.model, "mqtt.url": args.mqtt or args.out_mqtt, "mqtt.subscribe": args.topic_in,
+         "mqtt.client_id": args.client_id, "serial.port": args.serial, "serial.baud": args.baud,
+         "serial.mode": args.serial_mode, "checkpoint": args.checkpoint, "metrics_port": args.metrics_port}
+    if args.out_mqtt and not args.mqtt:
+        o["mqtt.subscribe"] = ""                       # broker used for output only
+    if args.out == "stdout":
+        o["output"] = "stdout"
+    elif args.out:
+        o["output"], o["mqtt.publish"] = "mqtt", args.out
+    return o
+
+
+def _daemon_config(args):
+    from .daemon import config
+    return config.load(args.config, _run_overrides(args)).validate()
+
+
+def cmd_check_config(args) -> int:
+    import json
+    cfg = _daemon_config(args)
+    print(json.dumps(cfg.redacted(), indent=2))
+    print(f"\nconfig OK: model {cfg.model}, input {'mqtt ' + cfg.mqtt.url if cfg.mqtt.url and cfg.mqtt.subscribe else ''}"
+          f"{' serial ' + cfg.serial.port if cfg.serial.port else ''}, output {cfg.output_kind}", file=sys.stderr)
     return 0
+
+
+def cmd_run(args) -> int:
+    from .daemon.service import Daemon
+    cfg = _daemon_config(args)
+    daemon = Daemon(cfg)
+    daemon.install_signal_handlers()
+    log.info("running: input %s, output %s; SIGTERM/Ctrl-C stops, SIGHUP reloads the model",
+             " and ".join(filter(None, [cfg.mqtt.url and cfg.mqtt.subscribe and f"mqtt {cfg.mqtt.subscribe}",
+                                        cfg.serial.port and f"serial {cfg.serial.port}"])), cfg.output_kind)
+    if cfg.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=daemon.metrics.registry)
+        log.info("metrics at http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+    return daemon.run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,14 +171,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="replay the bundled sensor recording through the bundled model",
-                       description="Stream a recorded (simulated) accelerometer through the bundled activity "
-                                   "model, printing live predictions and a final accuracy line.")
-    p.add_argument("--speed", type=float, default=20.0,
-                   help="replay speed as a multiple of real time (default 20; 0 = as fast as possible)")
-    p.add_argument("--steps", type=int, default=0, help="stop after this many readings (default: all)")
-    p.add_argument("--model", help="use this model file instead of the bundled one (3 inputs, 3 classes)")
+    p = sub.add_parser("demo", help="a simulated sensor board on a pty feeding the daemon (no hardware needed)",
+                       description="Start a simulated wrist-sensor board on a pseudo-terminal and the daemon "
+                                   "reading from it with the bundled activity model; prints live predictions, "
+                                   "a status line and a final accuracy line.")
+    p.add_argument("--speed", type=float, default=10.0,
+                   help="playback speed as a multiple of the 50 Hz sensor rate (default 10; 0 = full speed)")
+    p.add_argument("--steps", type=int, default=3000, help="readings per wrist (default 3000 = 60 s of data)")
+    p.add_argument("--streams", type=int, default=3, help="simulated wrists on the board (default 3)")
     p.set_defaults(func=cmd_demo)
+
+    for name, helptext, func in (("run", "run the daemon: readings in over MQTT/serial, predictions out", cmd_run),
+                                 ("check-config", "validate a config and print the effective one, secrets "
+                                                  "redacted", cmd_check_config)):
+        p = sub.add_parser(name, help=helptext, description=helptext + ". Flags override the config file.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
+        p.add_argument("-c", "--config", help="TOML config file (see edgelstm.example.toml)")
+        p.add_argument("--model", help="model file (.elstm, .pt, ...)")
+        p.add_argument("--mqtt", metavar="URL", help="broker to read readings from, e.g. mqtt://localhost:1883")
+        p.add_argument("--in", dest="topic_in", metavar="TOPIC", help="reading topic, '+' names the stream "
+                       "(default sensors/+/reading)")
+        p.add_argument("--out", metavar="TOPIC|stdout", help="prediction topic with {stream}, or 'stdout'")
+        p.add_argument("--out-mqtt", metavar="URL", help="broker to publish predictions to (when input is serial)")
+        p.add_argument("--client-id", help="fixed MQTT client id (the persistent session is keyed by it)")
+        p.add_argument("--serial", metavar="PORT", help="serial port, e.g. /dev/serial/by-id/usb-...")
+        p.add_argument("--baud", type=int, help="serial baud rate (default 115200)")
+        p.add_argument("--serial-mode", choices=["frames", "lines"], help="frame protocol or text lines")
+        p.add_argument("--checkpoint", metavar="PATH", help="state checkpoint file")
+        p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("convert", help="convert a model file into an .elstm deploy file",
                        description="Read a .pt/.pth (state_dict or checkpoint), .safetensors or .npz and write "
@@ -181,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    quiet = args.command == "demo" and not args.verbose      # the demo's own output is the point
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help()

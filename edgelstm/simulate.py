@@ -37,3 +37,50 @@ def accelerometer(n_steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         labels[t:t + n] = label
         t += n
     return x, labels
+
+
+class SimulatedDevice:
+    """A sensor board on a pseudo-terminal: writes HELLO, then READING frames (PROTOCOL.md)
+    for each recording (one stream each) at `rate_hz`, like a microcontroller would.
+
+    `fd` is the master side of a pty (os.openpty()); the daemon opens the slave's path."""
+
+    def __init__(self, fd: int, recordings: list, rate_hz: float, boot_id: int = 1):
+        import threading
+        self.fd, self.recordings, self.rate_hz, self.boot_id = fd, recordings, rate_hz, boot_id
+        self.sent = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="simulated-device", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+    def _run(self):
+        import os
+        import time
+
+        from .protocol import frame
+        from .protocol.payload import hello_frame, reading_frame
+        n_inputs = self.recordings[0].shape[1]
+        hello = b"".join(frame.encode(hello_frame(s, self.boot_id, n_inputs)) for s in range(len(self.recordings)))
+        os.write(self.fd, b"\x00" + hello)
+        start, period = time.perf_counter(), (1.0 / self.rate_hz if self.rate_hz > 0 else 0.0)
+        for t in range(min(len(r) for r in self.recordings)):
+            if self.stop_event.is_set():
+                return
+            if period:
+                delay = start + t * period - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            chunk = b"".join(frame.encode(reading_frame(s, t, rec[t], int(t * 1000 / RATE_HZ)))
+                             for s, rec in enumerate(self.recordings))
+            try:
+                os.write(self.fd, chunk)
+            except OSError:
+                return
+            self.sent += len(self.recordings)

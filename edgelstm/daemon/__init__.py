@@ -1,0 +1,1 @@
+"""The long-running service: transports in, one inference thread, predictions out."""

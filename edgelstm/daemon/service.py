@@ -1,0 +1,333 @@
+"""The daemon: I/O threads hand readings over a bounded queue to one inference thread, which
+owns every stream's state, steps all streams with new data in one kernel call, publishes the
+predictions, checkpoints, and acknowledges readings once their state is committed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+
+import numpy as np
+
+from ..engine import Model
+from ..errors import NumericalError
+from ..model.loader import load
+from ..protocol.payload import prediction_json
+from . import checkpoint, systemd
+from .config import DaemonConfig
+from .metrics import Metrics
+from .streams import StreamInfo, advance, classify
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig, sink=None):
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.queue: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
+        self.drops: dict = {}                      # counted by I/O threads at hand-off
+        self._drops_seen: dict = {}
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.info: dict[str, StreamInfo] = {}
+        self.pending_acks: list = []
+        self.dirty = False                         # state changed since the last checkpoint
+        self.sink = sink                           # callable(stream, seq, t_in, y) overriding outputs
+        self.model = self._load_model()
+        self.bank = self.model.bank(cfg.capacity)
+        self.sources: list = []
+        self.mqtt = None
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _load_model(self) -> Model:
+        t0 = time.perf_counter()
+        model = load(self.cfg.model)
+        model.warmup()
+        log.info("model %s loaded and compiled in %.2f s: %d -> %d, hash %s", self.cfg.model,
+                 time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
+        return model
+
+    def restore(self) -> None:
+        path = self.cfg.checkpoint
+        if not path:
+            return
+        try:
+            ckpt = checkpoint.load(path)
+        except FileNotFoundError:
+            log.info("no checkpoint at %s yet: starting every stream from zero state", path)
+            return
+        except (checkpoint.CheckpointError, OSError) as exc:
+            log.error("checkpoint %s is unusable (%s): ignoring it, streams start from zero state", path, exc)
+            return
+        if ckpt.model_hash != self.model.content_hash:
+            log.warning("checkpoint %s was written for model %s, not %s: ignoring it", path,
+                        ckpt.model_hash[:12], self.model.content_hash[:12])
+            return
+        from ..engine import StreamState
+        for meta, values in zip(ckpt.streams, ckpt.states):
+            self.bank.set_state(meta["id"], StreamState(self.model.content_hash, values))
+            self.info[meta["id"]] = StreamInfo(meta["last_seq"], meta.get("boot"), meta.get("last_t"), time.time())
+        log.info("restored %d streams from %s", len(ckpt.streams), path)
+
+    def save_checkpoint(self) -> None:
+        if not self.cfg.checkpoint:
+            return
+        ids = [s for s in self.bank.ids if s in self.info and self.info[s].last_seq is not None]
+        states = np.array([self.bank.get_state(s).values for s in ids], np.float32).reshape(
+            len(ids), self.model.state_size)
+        streams = [{"id": s, "last_seq": self.info[s].last_seq, "boot": self.info[s].boot,
+                    "last_t": self.info[s].last_t} for s in ids]
+        checkpoint.save(self.cfg.checkpoint, checkpoint.Checkpoint(self.model.content_hash, self.model.state_size,
+                                                                   streams, states))
+
+    def open_links(self) -> None:
+        from ..transports.mqtt_link import MqttLink
+        from ..transports.serial_link import SerialSource
+        if self.cfg.mqtt.url:
+            self.mqtt = MqttLink(self.cfg.mqtt, self.model.input_size, self.queue, self.drops)
+            self.mqtt.start()
+        if self.cfg.serial.port:
+            src = SerialSource(self.cfg.serial, self.model.input_size, self.queue, self.drops)
+            src.start()
+            self.sources.append(src)
+
+    # -- the inference thread --------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stop_event is set; then drain, checkpoint and return the exit code 0."""
+        self.restore()
+        self.open_links()
+        systemd.notify("READY=1\nSTATUS=running")
+        watchdog = systemd.watchdog_interval()
+        last = {"watchdog": 0.0, "commit": time.monotonic(), "checkpoint": time.monotonic(),
+                "log": time.monotonic(), "evict": time.monotonic()}
+        try:
+            while not self.stop_event.is_set():
+                items = self._take(timeout=0.05)
+                if items:
+                    self.process(items)
+                now = time.monotonic()
+                if watchdog and now - last["watchdog"] >= watchdog:
+                    systemd.notify("WATCHDOG=1")
+                    last["watchdog"] = now
+                self._maybe_commit(now, last)
+                if self.reload_event.is_set():
+                    self.reload_event.clear()
+                    self.reload()
+                if self.cfg.policy.stream_ttl_s and now - last["evict"] >= 1.0:
+                    self.evict_idle()
+                    last["evict"] = now
+                if now - last["log"] >= self.cfg.log_every_s:
+                    self.log_summary()
+                    last["log"] = now
+        finally:
+            self.shutdown()
+        return 0
+
+    def _take(self, timeout: float) -> list:
+        try:
+            first = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        items = [first]
+        while len(items) < self.cfg.max_batch:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return items
+
+    def _maybe_commit(self, now: float, last: dict) -> None:
+        acking_on_checkpoint = self.cfg.ack == "checkpoint" and self.mqtt is not None
+        interval = self.cfg.commit_interval_s if acking_on_checkpoint else self.cfg.checkpoint_interval_s
+        if self.cfg.checkpoint and now - last["checkpoint"] >= interval and (self.pending_acks or self.dirty):
+            self.save_checkpoint()
+            self.dirty = False
+            last["checkpoint"] = now
+            self._ack_pending()
+        elif not acking_on_checkpoint:
+            self._ack_pending()
+
+    def _ack_pending(self) -> None:
+        for ack in self.pending_acks:          # in arrival order, as MQTT requires
+            ack()
+        self.pending_acks.clear()
+
+    def process(self, items: list) -> None:
+        """Handle a list of inbound items in arrival order, stepping each stream at most once
+        per kernel call (a second reading of the same stream waits for the next call)."""
+        self.dirty = True
+        while items:
+            batch, deferred, seen = [], [], set()
+            for item in items:
+                if item.stream in seen:
+                    deferred.append(item)
+                    continue
+                if self._admit(item):
+                    batch.append(item)
+                    seen.add(item.stream)
+            if batch:
+                self._step(batch)
+            items = deferred
+        self._count_io_drops()
+
+    def _admit(self, item) -> bool:
+        """Bookkeeping before a step; True if the reading should be applied now."""
+        m, pol = self.metrics, self.cfg.policy
+        if item.ack is not None:
+            self.pending_acks.append(item.ack)
+        if item.reading is None:
+            if item.bad_reason:
+                m.bad_payloads.labels(item.bad_reason).inc()
+            elif item.boot == -1 and item.stream in self.bank:          # a RESET frame
+                self.bank.reset(item.stream)
+                m.resets.labels(item.stream, "requested").inc()
+            elif item.boot is not None and item.boot >= 0:               # a HELLO frame
+                info = self.info.setdefault(item.stream, StreamInfo())
+                if info.boot is not None and info.boot != item.boot:
+                    self._reset(item.stream, "reboot", pol.reboot)
+                    info.last_seq = None
+                info.boot = item.boot
+            return False
+        r, info = item.reading, self.info.setdefault(item.stream, StreamInfo())
+        m.readings.labels(item.stream).inc()
+        verdict = classify(info, r.seq, r.boot, r.t, pol.max_gap_s, zero_is_reboot=item.serial)
+        if verdict.duplicate:
+            m.duplicates.labels(item.stream).inc()
+            return False
+        if verdict.missing:
+            m.gaps.labels(item.stream).inc(verdict.missing)
+        if verdict.reboot:
+            self._reset(item.stream, "reboot", pol.reboot)
+        if verdict.time_gap:
+            self._reset(item.stream, "time_gap", pol.gap)
+        if not np.isfinite(r.x).all():
+            m.nonfinite.labels(item.stream).inc()
+            self._reset(item.stream, "nonfinite", pol.nonfinite)
+            advance(info, r.seq, r.boot, None, time.time())
+            return False
+        if item.stream not in self.bank and len(self.bank) >= self.bank.capacity:
+            self.evict_idle(force_one=True)
+        return True
+
+    def _reset(self, stream: str, reason: str, policy: str) -> None:
+        if policy == "reset":
+            if stream in self.bank:
+                self.bank.reset(stream)
+            self.metrics.resets.labels(stream, reason).inc()
+
+    def _step(self, batch: list) -> None:
+        ids = [it.stream for it in batch]
+        X = np.stack([it.reading.x for it in batch])
+        t0 = time.perf_counter()
+        try:
+            Y = self.bank.step(ids, X)
+            failed = set()
+        except NumericalError as exc:
+            Y, failed = exc.outputs, set(exc.failed_ids)
+        self.metrics.observe("step", time.perf_counter() - t0)
+        now = time.time()
+        for it, y in zip(batch, Y):
+            r, info = it.reading, self.info[it.stream]
+            if it.stream in failed:
+                self._reset(it.stream, "numerical", "reset")
+                advance(info, r.seq, r.boot, r.t, now)
+                continue
+            advance(info, r.seq, r.boot, r.t, now)
+            self.emit(it.stream, r.seq, r.t if r.t is not None else it.t_recv, y)
+            self.metrics.predictions.labels(it.stream).inc()
+            self.metrics.observe("e2e", time.time() - it.t_recv)
+
+    def emit(self, stream: str, seq: int, t_in: float, y: np.ndarray) -> None:
+        if self.sink is not None:
+            self.sink(stream, seq, t_in, y)
+            return
+        data = prediction_json(stream, seq, t_in, time.time(), self.model.content_hash, y)
+        if self.cfg.output_kind == "mqtt" and self.mqtt is not None:
+            if not self.mqtt.publish(self.cfg.mqtt.publish.format(stream=stream), data, self.cfg.mqtt.qos):
+                self.metrics.drops.labels("publish_queue_full").inc()
+        else:
+            os.write(1, data + b"\n")
+
+    def _count_io_drops(self) -> None:
+        for reason, n in list(self.drops.items()):
+            new = n - self._drops_seen.get(reason, 0)
+            if new:
+                self.metrics.drops.labels(reason).inc(new)
+                self._drops_seen[reason] = n
+
+    def evict_idle(self, force_one: bool = False) -> None:
+        ttl, now = self.cfg.policy.stream_ttl_s, time.time()
+        idle = sorted((info.last_seen, s) for s, info in self.info.items() if s in self.bank)
+        for last_seen, stream in idle:
+            if (ttl and now - last_seen > ttl) or force_one:
+                self.bank.evict(stream)
+                del self.info[stream]
+                self.metrics.forget(stream)
+                self.metrics.drops.labels("evicted_idle" if not force_one else "evicted_capacity").inc()
+                log.info("stream %s evicted (idle %.0f s)", stream, now - last_seen)
+                force_one = False
+        self.metrics.streams.set(len(self.bank))
+
+    def reload(self) -> None:
+        """SIGHUP: load the model file again; keep state if the architecture is unchanged."""
+        try:
+            new = self._load_model()
+        except Exception as exc:               # a bad new file must not stop a running service
+            log.error("reload failed, keeping the current model: %s", exc)
+            return
+        if new.spec.architecture() == self.model.spec.architecture():
+            from ..engine import StreamState
+            states = {s: self.bank.get_state(s).values for s in self.bank.ids}
+            self.model, self.bank = new, new.bank(self.cfg.capacity)
+            for s, values in states.items():
+                self.bank.set_state(s, StreamState(new.content_hash, values))
+            log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(states))
+        else:
+            self.model, self.bank = new, new.bank(self.cfg.capacity)
+            for info in self.info.values():
+                info.last_t = None
+            log.warning("model reloaded with a different architecture: every stream starts from zero state")
+
+    def log_summary(self) -> None:
+        s = self.metrics.summary()
+        log.info("streams %d | readings %d predictions %d | duplicates %d gaps %d nonfinite %d | "
+                 "bad payloads %d drops %d | queue %d | step p50 %.3f ms p99 %.3f ms | e2e p50 %.2f ms p99 %.2f ms",
+                 len(self.bank), s["readings"], s["predictions"], s["duplicates"], s["gaps"], s["nonfinite"],
+                 s["bad_payloads"], s["drops"], self.queue.qsize(), s.get("step_p50_ms", 0), s.get("step_p99_ms", 0),
+                 s.get("e2e_p50_ms", 0), s.get("e2e_p99_ms", 0))
+
+    def shutdown(self) -> None:
+        """Stop intake, process what is queued, checkpoint, acknowledge, close the links."""
+        systemd.notify("STOPPING=1")
+        if self.mqtt is not None:
+            self.mqtt.stopping = True
+        for src in self.sources:
+            src.stop()
+        leftover = []
+        while True:
+            try:
+                leftover.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if leftover:
+            self.process(leftover)
+        if self.cfg.checkpoint:
+            self.save_checkpoint()
+        self._ack_pending()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        self.log_summary()
+        log.info("stopped cleanly")
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())

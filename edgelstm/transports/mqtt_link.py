@@ -1,0 +1,119 @@
+"""The MQTT link (paho-mqtt 2.x, MQTT v5): readings in, predictions and status out.
+
+paho's network thread only decodes and enqueues (blocking while the queue is full, which
+pushes back through TCP to the broker instead of losing readings). Readings are acknowledged
+by the inference thread once their state update is committed (manual ack), so a crash before
+that makes the broker deliver them again. A persistent session (fixed client id,
+clean_start=False, a session expiry interval) keeps readings queued at the broker while we
+are away. Subscriptions are made in on_connect, so they come back after every reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..protocol import payload
+from . import Inbound
+
+log = logging.getLogger(__name__)
+
+
+class MqttLink:
+    def __init__(self, cfg, n_inputs: int, out: queue.Queue | None, drops: dict):
+        self.cfg, self.n_inputs, self.out, self.drops = cfg, n_inputs, out, drops
+        self.status_topic = cfg.status_topic.format(client_id=cfg.client_id)
+        self.connected = threading.Event()
+        self.stopping = False
+        self.connects = 0
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                                      protocol=mqtt.MQTTv5, manual_ack=True)
+        c.enable_logger(logging.getLogger("edgelstm.paho"))
+        c.suppress_exceptions = True            # an exception in a callback never kills the loop
+        c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        c.max_queued_messages_set(cfg.max_queued_out)
+        c.max_inflight_messages_set(100)
+        c.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        if cfg.username:
+            c.username_pw_set(cfg.username, cfg.password())
+        if cfg.tls:
+            c.tls_set(ca_certs=cfg.tls_ca or None, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None,
+                      tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
+        prefix, _, suffix = cfg.subscribe.partition("+")
+        self._prefix, self._suffix = prefix, suffix
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        props.MaximumPacketSize = self.cfg.max_packet_bytes
+        host, port = self.cfg.host_port
+        # connect_async + loop_start: the broker may be absent at start-up; paho keeps trying.
+        self.client.connect_async(host, port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.connected.is_set():
+            info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho callbacks (network thread) ---------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("mqtt: connection refused: %s", reason_code)
+            return
+        self.connects += 1
+        log.info("mqtt: connected to %s:%d (session present: %s)", *self.cfg.host_port, flags.session_present)
+        if self.out is not None and self.cfg.subscribe:
+            client.subscribe(self.cfg.subscribe, qos=self.cfg.qos)
+        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        if not self.stopping:
+            log.warning("mqtt: disconnected (%s); reconnecting with backoff", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        topic = msg.topic
+        stream = topic[len(self._prefix):len(topic) - len(self._suffix)] if topic.startswith(self._prefix) \
+            and topic.endswith(self._suffix) else ""
+        ack = (lambda mid=msg.mid: client.ack(mid, 1)) if msg.qos > 0 else None
+        if not stream or "/" in stream:
+            item = Inbound("", None, bad_reason="topic", ack=ack)
+        else:
+            try:
+                item = Inbound(stream, payload.decode_mqtt(msg.payload, self.n_inputs), ack=ack)
+            except payload.PayloadError as exc:
+                item = Inbound(stream, None, bad_reason=exc.reason, ack=ack)
+        while True:                     # back-pressure: wait for room rather than lose a reading
+            try:
+                self.out.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                if self.stopping:
+                    self.drops["shutdown"] = self.drops.get("shutdown", 0) + 1
+                    return
+
+    # -- publishing (inference thread) -----------------------------------------------------------
+
+    def publish(self, topic: str, data: bytes, qos: int = 1) -> bool:
+        """Queue a publish; False (and counted by the caller) when the outgoing queue is full."""
+        info = self.client.publish(topic, data, qos=qos)
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
