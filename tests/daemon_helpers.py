@@ -1,0 +1,212 @@
+"""Run the daemon as a real subprocess and talk to it as users do: MQTT, ptys, /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from broker import free_port
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import edgelstm
+from edgelstm.protocol.payload import encode_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "edgelstm" / "data" / "activity.elstm"
+
+
+def readings(n_streams: int, per_stream: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"s{i:02d}": rng.normal(0, 1, (per_stream, 3)).astype(np.float32) for i in range(n_streams)}
+
+
+def offline(xs: dict[str, np.ndarray]):
+    """Predictions and final state of each stream stepped alone: what the daemon must match."""
+    model = edgelstm.load(MODEL)
+    ys, states = {}, {}
+    for sid, x in xs.items():
+        s = model.stream()
+        ys[sid] = np.array([s.step(v) for v in x])
+        states[sid] = s.get_state().values
+    return ys, states
+
+
+class DaemonProcess:
+    def __init__(self, workdir: Path, broker_url: str | None = None, extra: str = "", mqtt_extra: str = "",
+                 client_id: str | None = None):
+        self.dir = workdir
+        self.metrics_port = free_port()
+        self.checkpoint = workdir / "state.ckpt"
+        self.log = workdir / "daemon.log"
+        self.client_id = client_id or f"edgelstm-test-{uuid.uuid4().hex[:8]}"
+        mqtt_section = ""
+        if broker_url:
+            mqtt_section = (f'[mqtt]\nurl = "{broker_url}"\nclient_id = "{self.client_id}"\n'
+                            f'reconnect_min_s = 0.1\nreconnect_max_s = 0.5\n{mqtt_extra}\n')
+        self.config = workdir / "edgelstm.toml"
+        self.config.write_text(f'model = "{MODEL}"\ncheckpoint = "{self.checkpoint}"\ncommit_interval_s = 0.1\n'
+                               f'metrics_port = {self.metrics_port}\nlog_every_s = 2.0\n{extra}\n{mqtt_section}')
+        self.proc = None
+
+    def start(self, wait_connected: bool = True) -> "DaemonProcess":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.logfh = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgelstm", "run", "-c", str(self.config)],
+                                     stdout=self.logfh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            text = self.log.read_text()
+            if "metrics at" in text.split("--- start")[-1] and (not wait_connected or "mqtt: connected" in
+                                                               text.split("--- start")[-1]):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def mark(self):
+        with open(self.log, "a") as fh:
+            fh.write("--- start\n")
+
+    def metrics(self) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
+    def total(self, name: str) -> float:
+        return sum(v for k, v in self.metrics().items() if k.split("{")[0] == name)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.logfh.close()
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        t0 = time.time()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=timeout + 5)
+        self.stop_seconds = time.time() - t0
+        self.logfh.close()
+        return rc
+
+
+def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.reconnect_delay_set(0.1, 0.5)
+    c.max_inflight_messages_set(inflight)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    if on_message:
+        c.on_message = on_message
+    c.connect_async("127.0.0.1", url_port, clean_start=False, properties=props)
+    return c
+
+
+class Collector:
+    """Subscribes to predictions (persistent session) and records them by (stream, seq)."""
+
+    def __init__(self, port: int):
+        self.got: dict = {}
+        self.count = 0
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message)
+        self.client.on_connect = self._on_connect
+        self.client.loop_start()
+        assert self.connected.wait(10), "collector could not connect"
+
+    def _on_connect(self, client, userdata, flags, rc, props):
+        client.subscribe("sensors/+/prediction", qos=1)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg):
+        d = json.loads(msg.payload)
+        with self.lock:
+            self.count += 1
+            self.got[(d["stream"], d["seq"])] = np.array(d["y"], np.float32)
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.got) >= n:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Publisher:
+    """Publishes readings with QoS 1 from a persistent session, optionally paced; counts the
+    broker's PUBACKs (messages queued while the broker was away are sent after reconnecting)."""
+
+    def __init__(self, port: int):
+        self.client = v5_client(port, f"publisher-{uuid.uuid4().hex[:8]}", inflight=1000)
+        self.acked, self.sent = set(), 0
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client.on_publish = self._on_publish
+        self.client.on_connect = lambda *a: self.connected.set()
+        self.client.loop_start()
+        assert self.connected.wait(10), "publisher could not connect"
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        with self.lock:
+            self.acked.add(mid)
+
+    def send(self, topic: str, data: bytes):
+        info = self.client.publish(topic, data, qos=1)
+        if info.rc not in (0, 4):          # success, or queued while disconnected
+            raise RuntimeError(f"publish failed: {info.rc}")
+        self.sent += 1
+
+    def send_readings(self, xs: dict, rate: float = 0.0, binary_every: int = 0, between=None):
+        n = len(next(iter(xs.values())))
+        period = 1.0 / rate if rate else 0.0
+        t0 = time.time()
+        k = 0
+        for seq in range(n):
+            for sid, x in xs.items():
+                if binary_every and k % binary_every == 0:
+                    data = encode_binary(seq, x[seq], time.time())
+                else:
+                    data = json.dumps({"seq": seq, "t": time.time(), "x": x[seq].tolist()}).encode()
+                self.send(f"sensors/{sid}/reading", data)
+                if between:
+                    between(k)
+                k += 1
+                if period:
+                    delay = t0 + k * period - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+
+    def wait_all(self, timeout: float) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.acked) >= self.sent:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
