@@ -20,7 +20,7 @@ from ..protocol.payload import prediction_json
 from . import checkpoint, systemd
 from .config import DaemonConfig
 from .metrics import Metrics
-from .streams import StreamInfo, advance, classify
+from .streams import WRAP, StreamInfo, advance, classify
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ class Daemon:
         self.reload_event = threading.Event()
         self.info: dict[str, StreamInfo] = {}
         self.pending_acks: list = []
+        self.pending_pubs: list = []               # this commit window's prediction publishes
         self.dirty = False                         # state changed since the last checkpoint
+        self.held: dict[str, dict[int, object]] = {}   # stream -> seq -> Inbound (the reorder buffer)
         self.sink = sink                           # callable(stream, seq, t_in, y) overriding outputs
         self.model = self._load_model()
         self.bank = self.model.bank(cfg.capacity)
@@ -117,6 +119,8 @@ class Daemon:
                     systemd.notify("WATCHDOG=1")
                     last["watchdog"] = now
                 self._maybe_commit(now, last)
+                if self.held:
+                    self.process(self._release_held(now))
                 if self.reload_event.is_set():
                     self.reload_event.clear()
                     self.reload()
@@ -145,15 +149,28 @@ class Daemon:
         return items
 
     def _maybe_commit(self, now: float, last: dict) -> None:
+        """Commit = the window's predictions confirmed by the broker, then a checkpoint, then the
+        readings acknowledged. A crash before the end of a commit makes the broker deliver the
+        window's readings again; the restored state re-applies them to the same predictions."""
         acking_on_checkpoint = self.cfg.ack == "checkpoint" and self.mqtt is not None
         interval = self.cfg.commit_interval_s if acking_on_checkpoint else self.cfg.checkpoint_interval_s
         if self.cfg.checkpoint and now - last["checkpoint"] >= interval and (self.pending_acks or self.dirty):
+            if not self._predictions_confirmed():
+                return                          # broker busy or away: try again next turn
             self.save_checkpoint()
             self.dirty = False
             last["checkpoint"] = now
             self._ack_pending()
         elif not acking_on_checkpoint:
             self._ack_pending()
+
+    def _predictions_confirmed(self, wait_s: float = 0.0) -> bool:
+        deadline = time.monotonic() + wait_s
+        while True:
+            self.pending_pubs = [i for i in self.pending_pubs if not self.mqtt.confirmed(i)]
+            if not self.pending_pubs or time.monotonic() >= deadline:
+                return not self.pending_pubs
+            time.sleep(0.01)
 
     def _ack_pending(self) -> None:
         for ack in self.pending_acks:          # in arrival order, as MQTT requires
@@ -175,33 +192,55 @@ class Daemon:
                     seen.add(item.stream)
             if batch:
                 self._step(batch)
-            items = deferred
+            items = deferred or self._release_held(time.monotonic())
         self._count_io_drops()
 
+    def _release_held(self, now: float) -> list:
+        """Readings leaving the reorder buffer, in sequence order: those that now follow on, and
+        (after reorder_timeout_s or when the window is full) the next one past a real gap."""
+        out, pol = [], self.cfg.policy
+        for stream, held in list(self.held.items()):
+            info = self.info.get(stream)
+            cursor = info.last_seq if info is not None else None
+            while held:
+                nxt = (cursor + 1) % WRAP if cursor is not None else None
+                if nxt in held:
+                    seq = nxt
+                elif (now - min(it.held_at for it in held.values()) > pol.reorder_timeout_s
+                      or len(held) > pol.reorder_window):
+                    seq = min(held, key=lambda s: (s - cursor) % WRAP if cursor is not None else s)
+                else:
+                    break
+                item = held.pop(seq)
+                item.released = True
+                out.append(item)
+                cursor = seq
+            if not held:
+                del self.held[stream]
+        return out
+
     def _admit(self, item) -> bool:
-        """Bookkeeping before a step; True if the reading should be applied now."""
+        """Bookkeeping before a step; True if the reading should be applied now. A reading
+        that skips ahead waits, unacknowledged, in the reorder buffer for the missing ones."""
         m, pol = self.metrics, self.cfg.policy
-        if item.ack is not None:
-            self.pending_acks.append(item.ack)
         if item.reading is None:
-            if item.bad_reason:
-                m.bad_payloads.labels(item.bad_reason).inc()
-            elif item.boot == -1 and item.stream in self.bank:          # a RESET frame
-                self.bank.reset(item.stream)
-                m.resets.labels(item.stream, "requested").inc()
-            elif item.boot is not None and item.boot >= 0:               # a HELLO frame
-                info = self.info.setdefault(item.stream, StreamInfo())
-                if info.boot is not None and info.boot != item.boot:
-                    self._reset(item.stream, "reboot", pol.reboot)
-                    info.last_seq = None
-                info.boot = item.boot
+            self._ack_later(item)
+            self._control(item)
             return False
         r, info = item.reading, self.info.setdefault(item.stream, StreamInfo())
-        m.readings.labels(item.stream).inc()
+        held = self.held.get(item.stream, {})
+        if not item.released:
+            m.readings.labels(item.stream).inc()
         verdict = classify(info, r.seq, r.boot, r.t, pol.max_gap_s, zero_is_reboot=item.serial)
-        if verdict.duplicate:
+        if verdict.duplicate or (not item.released and r.seq in held):
+            self._ack_later(item)
             m.duplicates.labels(item.stream).inc()
             return False
+        if not item.released and not verdict.reboot and 0 < verdict.missing <= pol.reorder_window:
+            item.held_at = time.monotonic()
+            self.held.setdefault(item.stream, {})[r.seq] = item
+            return False
+        self._ack_later(item)
         if verdict.missing:
             m.gaps.labels(item.stream).inc(verdict.missing)
         if verdict.reboot:
@@ -216,6 +255,28 @@ class Daemon:
         if item.stream not in self.bank and len(self.bank) >= self.bank.capacity:
             self.evict_idle(force_one=True)
         return True
+
+    def _ack_later(self, item) -> None:
+        if item.ack is not None:
+            self.pending_acks.append(item.ack)
+
+    def _control(self, item) -> None:
+        """A message that is not a reading: a bad payload, a RESET or a HELLO frame."""
+        if item.bad_reason:
+            self.metrics.bad_payloads.labels(item.bad_reason).inc()
+        elif item.boot == -1:                                            # RESET
+            if item.stream in self.bank:
+                self.bank.reset(item.stream)
+                self.metrics.resets.labels(item.stream, "requested").inc()
+        elif item.boot is not None:                                      # HELLO after a boot
+            info = self.info.setdefault(item.stream, StreamInfo())
+            if info.boot is not None and info.boot != item.boot:
+                self._reset(item.stream, "reboot", self.cfg.policy.reboot)
+                info.last_seq = None
+                for stale in self.held.pop(item.stream, {}).values():    # readings of the old boot
+                    self._ack_later(stale)
+                    self.metrics.drops.labels("stale_after_reboot").inc()
+            info.boot = item.boot
 
     def _reset(self, stream: str, reason: str, policy: str) -> None:
         if policy == "reset":
@@ -251,8 +312,11 @@ class Daemon:
             return
         data = prediction_json(stream, seq, t_in, time.time(), self.model.content_hash, y)
         if self.cfg.output_kind == "mqtt" and self.mqtt is not None:
-            if not self.mqtt.publish(self.cfg.mqtt.publish.format(stream=stream), data, self.cfg.mqtt.qos):
+            info = self.mqtt.publish(self.cfg.mqtt.publish.format(stream=stream), data, self.cfg.mqtt.qos)
+            if info is None:
                 self.metrics.drops.labels("publish_queue_full").inc()
+            elif self.cfg.mqtt.qos and self.cfg.ack == "checkpoint":
+                self.pending_pubs.append(info)
         else:
             os.write(1, data + b"\n")
 
@@ -319,9 +383,15 @@ class Daemon:
                 break
         if leftover:
             self.process(leftover)
-        if self.cfg.checkpoint:
+        confirmed = self.mqtt is None or self._predictions_confirmed(wait_s=3.0)
+        if self.cfg.checkpoint and confirmed:
             self.save_checkpoint()
-        self._ack_pending()
+            self._ack_pending()
+        elif not confirmed:
+            log.warning("broker did not confirm %d predictions: the last checkpoint is kept and the broker "
+                        "will deliver the unacknowledged readings again on restart", len(self.pending_pubs))
+        else:
+            self._ack_pending()
         if self.mqtt is not None:
             self.mqtt.stop()
         self.log_summary()

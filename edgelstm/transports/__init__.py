@@ -17,4 +17,6 @@ class Inbound:
     ack: Callable[[], None] | None = None   # call once the reading is durably handled (MQTT)
     boot: int | None = None            # a HELLO's boot id (serial), when reading is None
     serial: bool = False               # from a serial link: no redelivery, so seq 0 means a reboot
+    held_at: float = 0.0               # when the reorder buffer took it (monotonic)
+    released: bool = False             # it came back out of the reorder buffer
     t_recv: float = field(default_factory=time.time)

@@ -31,7 +31,7 @@ class MqttLink:
         self.status_topic = cfg.status_topic.format(client_id=cfg.client_id)
         self.connected = threading.Event()
         self.stopping = False
-        self.connects = 0
+        self.connects = 0                       # also the connection generation of each ack
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
                                       protocol=mqtt.MQTTv5, manual_ack=True)
         c.enable_logger(logging.getLogger("edgelstm.paho"))
@@ -94,7 +94,7 @@ class MqttLink:
         topic = msg.topic
         stream = topic[len(self._prefix):len(topic) - len(self._suffix)] if topic.startswith(self._prefix) \
             and topic.endswith(self._suffix) else ""
-        ack = (lambda mid=msg.mid: client.ack(mid, 1)) if msg.qos > 0 else None
+        ack = self._acker(msg.mid) if msg.qos > 0 else None
         if not stream or "/" in stream:
             item = Inbound("", None, bad_reason="topic", ack=ack)
         else:
@@ -111,9 +111,27 @@ class MqttLink:
                     self.drops["shutdown"] = self.drops.get("shutdown", 0) + 1
                     return
 
+    def _acker(self, mid: int):
+        """An ack for this message, valid only on the connection it arrived on: packet ids are
+        reused by the next connection, where the same id names another message. After a
+        reconnect the broker sends unacknowledged messages again (the daemon drops the copies)."""
+        generation = self.connects
+
+        def ack():
+            if self.connects == generation and self.connected.is_set():
+                self.client.ack(mid, 1)
+        return ack
+
     # -- publishing (inference thread) -----------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes, qos: int = 1) -> bool:
-        """Queue a publish; False (and counted by the caller) when the outgoing queue is full."""
+    def publish(self, topic: str, data: bytes, qos: int = 1):
+        """Queue a publish: its MessageInfo, or None (counted by the caller) when the outgoing
+        queue is full. Messages queued while disconnected are sent after reconnecting."""
         info = self.client.publish(topic, data, qos=qos)
-        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+        return info if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) else None
+
+    @staticmethod
+    def confirmed(info) -> bool:
+        """Whether the broker acknowledged a publish. (MessageInfo.is_published() raises for a
+        message queued while disconnected, even after it went out; the flag itself is accurate.)"""
+        return bool(getattr(info, "_published", False))
