@@ -78,7 +78,7 @@ class PolicyConfig:
     gap: str = "reset"                  # ... trigger this policy
     stream_ttl_s: float = 3600.0        # forget streams idle this long (0 = never)
     reorder_window: int = 1000          # readings that skip ahead wait for the missing ones, up to
-    reorder_timeout_s: float = 2.0      # this many per stream and this long; then the gap is counted
+    reorder_timeout_s: float = 10.0     # this many per stream and this long; then the gap is counted
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class MqttLink:
         self.status_topic = cfg.status_topic.format(client_id=cfg.client_id)
         self.connected = threading.Event()
         self.stopping = False
-        self.connects = 0                       # also the connection generation of each ack
+        self.connects = 0
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
                                       protocol=mqtt.MQTTv5, manual_ack=True)
         c.enable_logger(logging.getLogger("edgelstm.paho"))
@@ -112,13 +112,11 @@ class MqttLink:
                     return
 
     def _acker(self, mid: int):
-        """An ack for this message, valid only on the connection it arrived on: packet ids are
-        reused by the next connection, where the same id names another message. After a
-        reconnect the broker sends unacknowledged messages again (the daemon drops the copies)."""
-        generation = self.connects
-
+        """The ack for one message. Packet ids belong to the session, not the connection: the
+        broker resends an unacknowledged message after a reconnect under its original id, so
+        an ack that waited across a reconnect still names the right message."""
         def ack():
-            if self.connects == generation and self.connected.is_set():
+            if self.connected.is_set():
                 self.client.ack(mid, 1)
         return ack
 
