@@ -1,0 +1,148 @@
+"""The daemon's serial path on real pseudo-terminals, and MQTT output with the broker away."""
+
+import os
+import random
+import resource
+import threading
+import time
+
+import numpy as np
+from broker import free_port
+from daemon_helpers import MODEL, offline, readings
+
+from edgelstm.daemon.config import DaemonConfig, MqttConfig, PolicyConfig, SerialConfig
+from edgelstm.daemon.service import Daemon
+from edgelstm.protocol import frame
+from edgelstm.protocol.payload import reading_frame
+
+
+class Recorder:
+    def __init__(self):
+        self.got, self.times, self.lock = {}, {}, threading.Lock()
+
+    def __call__(self, stream, seq, t_in, y):
+        with self.lock:
+            self.got[(stream, seq)] = y.copy()
+            self.times[(stream, seq)] = time.monotonic()
+
+
+class Pty:
+    """A pty whose slave is reachable through `link`, re-pointed on each replug (like udev's
+    /dev/serial/by-id symlinks)."""
+
+    def __init__(self, link):
+        self.master, self.slave = os.openpty()
+        tmp = f"{link}.new"
+        os.symlink(os.ttyname(self.slave), tmp)
+        os.replace(tmp, link)
+
+    def unplug(self):
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def start_daemon(cfg, sink=None):
+    d = Daemon(cfg.validate(), sink=sink)
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not d.sources and time.time() < deadline:
+        time.sleep(0.01)
+    return d, t
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_unplug_mid_frame_20_times_resumes_fast_loses_and_corrupts_nothing(tmp_path):
+    xs = readings(3, 420, seed=5)
+    expected, _ = offline(xs)
+    link = str(tmp_path / "ttyUSB-sensor")
+    fds_before, threads_before = open_fds(), threading.active_count()
+    pty = Pty(link)
+    rec = Recorder()
+    cfg = DaemonConfig(model=str(MODEL), serial=SerialConfig(port=link, reconnect_min_s=0.05, reconnect_max_s=0.2),
+                       policy=PolicyConfig(stream_ttl_s=0), output="stdout", log_every_s=3600)
+    daemon, runner = start_daemon(cfg, rec)
+    rng = random.Random(0)
+    wire = {seq: b"".join(frame.encode(reading_frame(i, seq, xs[sid][seq], seq * 20))
+                          for i, sid in enumerate(sorted(xs))) for seq in range(420)}
+    resume_times = []
+    seq = 0
+    plugged_at = time.monotonic()
+    for cycle in range(21):
+        src = daemon.sources[0]
+        deadline = time.monotonic() + 5             # the reader noticed the unplug and reopened the port
+        while (src.reconnects < cycle or not src.connected.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert src.connected.is_set() and src.reconnects == cycle, f"cycle {cycle}: port not reopened"
+        first_seq = seq
+        last = min(seq + 20, 420) if cycle < 20 else 420
+        data = b"".join(wire[s] for s in range(seq, last))
+        i = 0
+        while i < len(data):                       # arbitrary chunking of a valid byte stream
+            n = rng.choice([1, 3, 17, 64, 300])
+            os.write(pty.master, data[i:i + n])
+            i += n
+        seq = last
+        deadline = time.monotonic() + 5
+        while (str(0), seq - 1) not in {(k[0], k[1]) for k in rec.got} and time.monotonic() < deadline:
+            time.sleep(0.005)
+        resume_times.append(rec.times.get(("0", first_seq), 99) - plugged_at)
+        if cycle < 20:
+            os.write(pty.master, wire[seq][: len(wire[seq]) // 2])     # unplugged mid-frame
+            time.sleep(0.05)
+            pty.unplug()
+            pty = Pty(link)
+            plugged_at = time.monotonic()
+    deadline = time.monotonic() + 5
+    while len(rec.got) < 3 * 420 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    daemon.stop_event.set()
+    runner.join(10)
+    pty.unplug()
+    assert max(resume_times) < 2.0, resume_times
+    assert len(rec.got) == 3 * 420, f"{len(rec.got)} predictions"
+    for (stream, s), y in rec.got.items():
+        np.testing.assert_array_equal(y, expected[sorted(xs)[int(stream)]][s])
+    assert daemon.metrics.summary()["gaps"] == 0
+    assert daemon.sources[0].reconnects >= 20
+    time.sleep(0.2)
+    assert open_fds() == fds_before, "file descriptors leaked"
+    assert threading.active_count() == threads_before, "threads leaked"
+
+
+def test_broker_down_predictions_dropped_and_counted_memory_bounded(tmp_path):
+    xs = readings(4, 1500, seed=6)
+    pty = Pty(str(tmp_path / "tty"))
+    cfg = DaemonConfig(model=str(MODEL), serial=SerialConfig(port=str(tmp_path / "tty")),
+                       mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{free_port()}", subscribe="", max_queued_out=200,
+                                       client_id="edgelstm-broker-down"),
+                       policy=PolicyConfig(stream_ttl_s=0), output="mqtt", log_every_s=3600)
+    daemon, runner = start_daemon(cfg)
+    assert daemon.sources[0].connected.wait(5)
+
+    def send(lo, hi):
+        for seq in range(lo, hi):
+            os.write(pty.master, b"".join(frame.encode(reading_frame(i, seq, xs[sid][seq]))
+                                          for i, sid in enumerate(sorted(xs))))
+
+    def wait_predictions(n):
+        deadline = time.time() + 30
+        while daemon.metrics.summary()["predictions"] < n and time.time() < deadline:
+            time.sleep(0.02)
+
+    send(0, 500)
+    wait_predictions(2000)
+    rss_mid = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    send(500, 1500)
+    wait_predictions(6000)
+    rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    s = daemon.metrics.summary()
+    daemon.stop_event.set()
+    runner.join(15)
+    pty.unplug()
+    assert s["predictions"] == 6000
+    assert 6000 - 200 - 5 <= s["drops"] <= 6000 - 200, s      # all but the bounded outgoing queue
+    assert rss_end - rss_mid < 10_000, f"RSS grew {rss_end - rss_mid} KiB while the broker was away"
