@@ -24,12 +24,20 @@ install() {   # install the package with the given extras, once per set of extra
   fi
 }
 
+need_mosquitto() {   # the MQTT tests run a private broker
+  if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then return; fi
+  echo "== installing mosquitto (apt-get)"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -q mosquitto >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q mosquitto >/dev/null; }
+}
+
 case "$task" in
   demo)
     need_venv; install "safetensors"
     exec .venv/bin/edgelstm demo "$@" ;;
   test)
-    need_venv; install "dev,torch"
+    need_mosquitto; need_venv; install "dev,torch"
     set +e
     .venv/bin/python -m pytest "$@"
     rc=$?
