@@ -144,8 +144,10 @@ def cmd_check_config(args) -> int:
     import json
     cfg = _daemon_config(args)
     print(json.dumps(cfg.redacted(), indent=2))
-    print(f"\nconfig OK: model {cfg.model}, input {'mqtt ' + cfg.mqtt.url if cfg.mqtt.url and cfg.mqtt.subscribe else ''}"
-          f"{' serial ' + cfg.serial.port if cfg.serial.port else ''}, output {cfg.output_kind}", file=sys.stderr)
+    inputs = [f"mqtt {cfg.mqtt.url}" if cfg.mqtt.url and cfg.mqtt.subscribe else "",
+              f"serial {cfg.serial.port}" if cfg.serial.port else ""]
+    print(f"\nconfig OK: model {cfg.model}, input {' and '.join(filter(None, inputs))}, output {cfg.output_kind}",
+          file=sys.stderr)
     return 0
 
 

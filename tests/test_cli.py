@@ -19,11 +19,13 @@ def test_help_lists_commands():
         assert word in out.stdout
 
 
-def test_demo_prints_predictions_and_accuracy():
-    out = edgelstm("demo", "--speed", "0", "--steps", "1500")
+def test_demo_runs_board_and_daemon_over_a_pty():
+    out = edgelstm("demo", "--speed", "0", "--steps", "1000", "--streams", "2")
     assert out.returncode == 0, out.stderr
-    assert "predicted" in out.stdout
-    acc = float(out.stdout.split("accuracy ")[-1].split("%")[0])
+    done = out.stdout.split("done: ")[1]
+    assert done.startswith("2000 predictions from 2000 readings sent over /dev/pts/"), done
+    assert "bad frames 0, gaps 0" in done
+    acc = float(done.split("accuracy ")[1].split("%")[0])
     assert acc > 90.0, out.stdout[-500:]
 
 
