@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, save_every_change: bool = True):
+    def __init__(self, workdir: Path, save_every_change: bool = True, user: tuple[str, str] | None = None):
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed: run ./dev.sh test (it installs it), "
@@ -27,11 +27,14 @@ class Broker:
         self.exe, self.dir, self.port = exe, workdir, free_port()
         self.conf = workdir / "mosquitto.conf"
         (workdir / "data").mkdir(exist_ok=True)
+        if user:
+            subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", "-c",
+                            str(workdir / "passwd"), *user], check=True, capture_output=True)
         self.conf.write_text(
             f"user {getpass.getuser()}\n"                 # else root drops to 'mosquitto', which cannot write here
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"              # no Nagle delay on small messages (default: off)
+            + (f"allow_anonymous false\npassword_file {workdir / 'passwd'}\n" if user else "allow_anonymous true\n")
+            + "set_tcp_nodelay true\n"            # no Nagle delay on small messages (default: off)
             "persistence true\n"
             f"persistence_location {workdir / 'data'}/\n"
             + ("autosave_interval 1\nautosave_on_changes true\n"   # SIGKILL loses nothing acked ...

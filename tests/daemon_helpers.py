@@ -59,8 +59,8 @@ class DaemonProcess:
                                f'metrics_port = {self.metrics_port}\nlog_every_s = 2.0\n{extra}\n{mqtt_section}')
         self.proc = None
 
-    def start(self, wait_connected: bool = True) -> "DaemonProcess":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def start(self, wait_connected: bool = True, env_extra: dict | None = None) -> "DaemonProcess":
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
         self.logfh = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "edgelstm", "run", "-c", str(self.config)],
                                      stdout=self.logfh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -105,8 +105,10 @@ class DaemonProcess:
         return rc
 
 
-def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20) -> mqtt.Client:
+def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20, auth=None) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if auth:
+        c.username_pw_set(*auth)
     c.reconnect_delay_set(0.1, 0.5)
     c.max_inflight_messages_set(inflight)
     props = Properties(PacketTypes.CONNECT)
@@ -117,15 +119,31 @@ def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20
     return c
 
 
+def wait_until(condition, timeout: float, lock) -> bool:
+    """Poll `condition` (under `lock`) until it holds or `timeout` seconds pass."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with lock:
+            if condition():
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_client(client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
 class Collector:
     """Subscribes to predictions (persistent session) and records them by (stream, seq)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, auth=None):
         self.got: dict = {}
         self.count = 0
         self.lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message)
+        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message, auth=auth)
         self.client.on_connect = self._on_connect
         self.client.loop_start()
         assert self.connected.wait(10), "collector could not connect"
@@ -141,25 +159,18 @@ class Collector:
             self.got[(d["stream"], d["seq"])] = np.array(d["y"], np.float32)
 
     def wait_for(self, n: int, timeout: float) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with self.lock:
-                if len(self.got) >= n:
-                    return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: len(self.got) >= n, timeout, self.lock)
 
     def stop(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 class Publisher:
     """Publishes readings with QoS 1 from a persistent session, optionally paced; counts the
     broker's PUBACKs (messages queued while the broker was away are sent after reconnecting)."""
 
-    def __init__(self, port: int):
-        self.client = v5_client(port, f"publisher-{uuid.uuid4().hex[:8]}", inflight=1000)
+    def __init__(self, port: int, auth=None):
+        self.client = v5_client(port, f"publisher-{uuid.uuid4().hex[:8]}", inflight=1000, auth=auth)
         self.acked, self.sent = set(), 0
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -199,14 +210,7 @@ class Publisher:
                         time.sleep(delay)
 
     def wait_all(self, timeout: float) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with self.lock:
-                if len(self.acked) >= self.sent:
-                    return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: len(self.acked) >= self.sent, timeout, self.lock)
 
     def stop(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)

@@ -1,0 +1,108 @@
+"""The inference thread's bookkeeping, driven directly with messages as the I/O threads hand
+them over: order, duplicates, gaps, reboots and policies."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import edgelstm
+from edgelstm.daemon.config import DaemonConfig, PolicyConfig, SerialConfig
+from edgelstm.daemon.service import Daemon
+from edgelstm.daemon.streams import StreamInfo, classify
+from edgelstm.protocol.payload import Reading
+from edgelstm.transports import Inbound
+
+MODEL = str(ROOT / "edgelstm" / "data" / "activity.elstm")
+XS = np.random.default_rng(9).normal(size=(40, 3)).astype(np.float32)
+EXPECTED = np.array([y.copy() for y in (lambda s: [s.step(x) for x in XS])(edgelstm.load(MODEL).stream())])
+
+
+def make_daemon(**policy):
+    got = {}
+    cfg = DaemonConfig(model=MODEL, serial=SerialConfig(port="/dev/null"), output="stdout",
+                       policy=PolicyConfig(stream_ttl_s=0, **policy)).validate()
+    d = Daemon(cfg, sink=lambda stream, seq, t, y: got.setdefault((stream, seq), []).append(y.copy()))
+    return d, got
+
+
+def msg(seq, x=None, stream="a", boot=None, t=None, serial=False, ack=None):
+    return Inbound(stream, Reading(seq, XS[seq] if x is None else x, t, boot), ack=ack, serial=serial)
+
+
+def counter(d, name):
+    return d.metrics.summary()[name]
+
+
+def test_classify_modulo_2_32():
+    info = StreamInfo(last_seq=2**32 - 1)
+    assert classify(info, 0, None, None, 0).missing == 0 and not classify(info, 0, None, None, 0).duplicate
+    assert classify(info, 5, None, None, 0).missing == 5
+    assert classify(info, 2**32 - 1, None, None, 0).duplicate
+    assert classify(StreamInfo(last_seq=10), 3, None, None, 0).duplicate
+
+
+def test_out_of_order_duplicates_and_acks():
+    d, got = make_daemon()
+    acked = []
+    order = [0, 1, 3, 2, 2, 5, 4, 1, 6]                 # 2 and 1 repeated (QoS 1 redelivery)
+    d.process([msg(s, ack=lambda s=s: acked.append(s)) for s in order])
+    assert sorted(got) == [("a", s) for s in range(7)] and all(len(v) == 1 for v in got.values())
+    for s in range(7):
+        np.testing.assert_array_equal(got[("a", s)][0], EXPECTED[s])
+    assert counter(d, "duplicates") == 2 and counter(d, "gaps") == 0
+    d._ack_pending()
+    assert sorted(acked) == sorted(order)               # every message acknowledged once handled
+
+
+def test_a_real_gap_is_released_after_the_timeout_and_counted():
+    d, got = make_daemon(reorder_timeout_s=0.2)
+    d.process([msg(0), msg(1), msg(4)])
+    assert ("a", 4) not in got                          # waiting for 2 and 3
+    time.sleep(0.3)
+    d.process(d._release_held(time.monotonic()))
+    assert ("a", 4) in got and counter(d, "gaps") == 2
+    d.process([msg(2)])                                 # too late now: a duplicate, never applied
+    assert ("a", 2) not in got and counter(d, "duplicates") == 1
+
+
+def test_reboot_resets_the_stream():
+    d, got = make_daemon()
+    d.process([msg(s, boot=1) for s in range(5)])
+    d.process([msg(0, boot=2), msg(1, boot=2)])          # new boot id: seq starts over
+    fresh = edgelstm.load(MODEL).stream()
+    np.testing.assert_array_equal(got[("a", 1)][-1], [fresh.step(XS[0]), fresh.step(XS[1])][1])
+    serial, got2 = make_daemon()
+    serial.process([msg(s, serial=True) for s in range(5)] + [msg(0, serial=True)])
+    assert len(got2[("a", 0)]) == 2                     # over serial, seq 0 again means a reboot
+
+
+@pytest.mark.parametrize("policy", ["hold", "reset"])
+def test_nonfinite_reading_policy(policy):
+    d, got = make_daemon(nonfinite=policy)
+    bad = XS[3].copy()
+    bad[1] = np.nan
+    d.process([msg(0), msg(1), msg(2), msg(3, x=bad), msg(4)])
+    assert ("a", 3) not in got and counter(d, "nonfinite") == 1
+    ref = edgelstm.load(MODEL).stream()
+    if policy == "hold":
+        expected = [ref.step(XS[s]) for s in (0, 1, 2, 4)][-1]
+    else:
+        expected = ref.step(XS[4])
+    np.testing.assert_array_equal(got[("a", 4)][0], expected)
+
+
+def test_time_gap_resets_when_readings_are_too_far_apart():
+    d, got = make_daemon(max_gap_s=5.0, gap="reset")
+    d.process([msg(0, t=100.0), msg(1, t=101.0), msg(2, t=200.0)])
+    np.testing.assert_array_equal(got[("a", 2)][0], edgelstm.load(MODEL).stream().step(XS[2]))
+
+
+def test_bad_payloads_and_streams_are_independent():
+    d, got = make_daemon()
+    d.process([msg(0, stream="a"), Inbound("", None, bad_reason="json"), msg(0, stream="b"),
+               Inbound("x", None, bad_reason="length"), msg(1, stream="a")])
+    assert d.metrics.summary()["bad_payloads"] == 2
+    np.testing.assert_array_equal(got[("b", 0)][0], EXPECTED[0])
+    np.testing.assert_array_equal(got[("a", 1)][0], EXPECTED[1])
