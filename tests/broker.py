@@ -19,7 +19,8 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, save_every_change: bool = True, user: tuple[str, str] | None = None):
+    def __init__(self, workdir: Path, save_every_change: bool = True, user: tuple[str, str] | None = None,
+                 tls: bool = False):
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed: run ./dev.sh test (it installs it), "
@@ -30,9 +31,14 @@ class Broker:
         if user:
             subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", "-c",
                             str(workdir / "passwd"), *user], check=True, capture_output=True)
+        tls_lines = ""
+        if tls:
+            self.ca = make_certificates(workdir)
+            tls_lines = (f"cafile {self.ca}\ncertfile {workdir / 'server.crt'}\nkeyfile {workdir / 'server.key'}\n"
+                         "tls_version tlsv1.2\n")
         self.conf.write_text(
             f"user {getpass.getuser()}\n"                 # else root drops to 'mosquitto', which cannot write here
-            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.port} 127.0.0.1\n" + tls_lines
             + (f"allow_anonymous false\npassword_file {workdir / 'passwd'}\n" if user else "allow_anonymous true\n")
             + "set_tcp_nodelay true\n"            # no Nagle delay on small messages (default: off)
             "persistence true\n"
@@ -44,7 +50,7 @@ class Broker:
             f"log_dest file {workdir / 'mosquitto.log'}\n"
         )
         self.proc = None
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> "Broker":
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
@@ -74,3 +80,17 @@ class Broker:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def make_certificates(workdir: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=workdir)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgelstm test CA",
+         "-keyout", "ca.key", "-out", "ca.crt")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+         "-out", "server.csr")
+    (workdir / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+         "-extfile", "san.ext", "-out", "server.crt")
+    return workdir / "ca.crt"

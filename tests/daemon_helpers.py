@@ -105,10 +105,13 @@ class DaemonProcess:
         return rc
 
 
-def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20, auth=None) -> mqtt.Client:
+def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20, auth=None,
+              ca=None) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if auth:
         c.username_pw_set(*auth)
+    if ca:
+        c.tls_set(ca_certs=str(ca))
     c.reconnect_delay_set(0.1, 0.5)
     c.max_inflight_messages_set(inflight)
     props = Properties(PacketTypes.CONNECT)
@@ -138,12 +141,12 @@ def stop_client(client) -> None:
 class Collector:
     """Subscribes to predictions (persistent session) and records them by (stream, seq)."""
 
-    def __init__(self, port: int, auth=None):
+    def __init__(self, port: int, auth=None, ca=None):
         self.got: dict = {}
         self.count = 0
         self.lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message, auth=auth)
+        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message, auth=auth, ca=ca)
         self.client.on_connect = self._on_connect
         self.client.loop_start()
         assert self.connected.wait(10), "collector could not connect"
@@ -169,8 +172,8 @@ class Publisher:
     """Publishes readings with QoS 1 from a persistent session, optionally paced; counts the
     broker's PUBACKs (messages queued while the broker was away are sent after reconnecting)."""
 
-    def __init__(self, port: int, auth=None):
-        self.client = v5_client(port, f"publisher-{uuid.uuid4().hex[:8]}", inflight=1000, auth=auth)
+    def __init__(self, port: int, auth=None, ca=None):
+        self.client = v5_client(port, f"publisher-{uuid.uuid4().hex[:8]}", inflight=1000, auth=auth, ca=ca)
         self.acked, self.sent = set(), 0
         self.lock = threading.Lock()
         self.connected = threading.Event()

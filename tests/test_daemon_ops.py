@@ -70,3 +70,22 @@ def test_sighup_reloads_the_model_and_keeps_state(tmp_path):
         assert daemon.terminate() == 0
     finally:
         broker.stop()
+
+
+def test_tls_with_a_private_ca(tmp_path):
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", tls=True).start()
+    try:
+        daemon = DaemonProcess(tmp_path, broker.url, mqtt_extra=f'tls_ca = "{broker.ca}"').start()
+        collector, pub = Collector(broker.port, ca=broker.ca), Publisher(broker.port, ca=broker.ca)
+        xs = readings(2, 15, seed=11)
+        pub.send_readings(xs)
+        assert pub.wait_all(20) and collector.wait_for(30, 30)
+        ys, _ = offline(xs)
+        for (sid, seq), y in collector.got.items():
+            np.testing.assert_array_equal(y, ys[sid][seq])
+        assert daemon.terminate() == 0
+        text = (tmp_path / "broker" / "mosquitto.log").read_text()
+        assert "OpenSSL Error" not in text
+    finally:
+        broker.stop()
