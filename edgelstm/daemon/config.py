@@ -123,6 +123,11 @@ class DaemonConfig:
             raise ConfigError("ack must be 'checkpoint' or 'step'")
         if self.ack == "checkpoint" and self.mqtt.url and self.mqtt.subscribe and not self.checkpoint:
             raise ConfigError("ack = 'checkpoint' needs a checkpoint path (or set ack = 'step')")
+        if self.mqtt.url and self.mqtt.subscribe and 2 * self.policy.reorder_window > self.mqtt.receive_maximum:
+            raise ConfigError(
+                f"policy.reorder_window ({self.policy.reorder_window}) must be at most half of mqtt.receive_maximum "
+                f"({self.mqtt.receive_maximum}): readings held for reordering stay unacknowledged, and a full "
+                f"receive window stops the broker sending the reading they wait for")
         if self.mqtt.qos not in (0, 1):
             raise ConfigError("mqtt.qos must be 0 or 1")
         for name in ("capacity", "queue_size", "max_batch"):
