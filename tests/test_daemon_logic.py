@@ -106,3 +106,13 @@ def test_bad_payloads_and_streams_are_independent():
     assert d.metrics.summary()["bad_payloads"] == 2
     np.testing.assert_array_equal(got[("b", 0)][0], EXPECTED[0])
     np.testing.assert_array_equal(got[("a", 1)][0], EXPECTED[1])
+
+
+def test_reset_and_hello_frames():
+    d, got = make_daemon()
+    d.process([Inbound("a", None, boot=7)] + [msg(s, serial=True) for s in range(3)])
+    d.process([Inbound("a", None, reset=True), msg(3, serial=True)])           # RESET: zero state
+    np.testing.assert_array_equal(got[("a", 3)][0], edgelstm.load(MODEL).stream().step(XS[3]))
+    d.process([msg(4, serial=True), Inbound("a", None, boot=8), msg(0, serial=True)])   # a reboot
+    np.testing.assert_array_equal(got[("a", 0)][-1], EXPECTED[0])
+    assert d.metrics.resets.labels("a", "reboot")._value.get() == 1

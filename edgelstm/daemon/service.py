@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..engine import Model
+from ..engine import Model, StreamState
 from ..errors import NumericalError
 from ..model.loader import load
 from ..protocol.payload import prediction_json
@@ -71,7 +71,6 @@ class Daemon:
             log.warning("checkpoint %s was written for model %s, not %s: ignoring it", path,
                         ckpt.model_hash[:12], self.model.content_hash[:12])
             return
-        from ..engine import StreamState
         for meta, values in zip(ckpt.streams, ckpt.states):
             self.bank.set_state(meta["id"], StreamState(self.model.content_hash, values))
             self.info[meta["id"]] = StreamInfo(meta["last_seq"], meta.get("boot"), meta.get("last_t"), time.time())
@@ -264,7 +263,7 @@ class Daemon:
         """A message that is not a reading: a bad payload, a RESET or a HELLO frame."""
         if item.bad_reason:
             self.metrics.bad_payloads.labels(item.bad_reason).inc()
-        elif item.boot == -1:                                            # RESET
+        elif item.reset:
             if item.stream in self.bank:
                 self.bank.reset(item.stream)
                 self.metrics.resets.labels(item.stream, "requested").inc()
@@ -348,7 +347,6 @@ class Daemon:
             log.error("reload failed, keeping the current model: %s", exc)
             return
         if new.spec.architecture() == self.model.spec.architecture():
-            from ..engine import StreamState
             states = {s: self.bank.get_state(s).values for s in self.bank.ids}
             self.model, self.bank = new, new.bank(self.cfg.capacity)
             for s, values in states.items():

@@ -16,6 +16,7 @@ class Inbound:
     bad_reason: str | None = None      # counter label when the payload was rejected
     ack: Callable[[], None] | None = None   # call once the reading is durably handled (MQTT)
     boot: int | None = None            # a HELLO's boot id (serial), when reading is None
+    reset: bool = False                # a RESET frame: forget this stream's state
     serial: bool = False               # from a serial link: no redelivery, so seq 0 means a reboot
     held_at: float = 0.0               # when the reorder buffer took it (monotonic)
     released: bool = False             # it came back out of the reorder buffer

@@ -108,7 +108,7 @@ class SerialSource:
             elif f.type == framing.MsgType.HELLO:
                 self._put(Inbound(stream, None, boot=payload.decode_hello(f)))
             elif f.type == framing.MsgType.RESET:
-                self._put(Inbound(stream, None, bad_reason=None, boot=-1))
+                self._put(Inbound(stream, None, reset=True))
         except payload.PayloadError as exc:
             self._put(Inbound(stream, None, bad_reason=exc.reason))
 
