@@ -125,7 +125,8 @@ def cmd_demo(args) -> int:
 def _run_overrides(args) -> dict:
     o = {"model": args.model, "mqtt.url": args.mqtt or args.out_mqtt, "mqtt.subscribe": args.topic_in,
          "mqtt.client_id": args.client_id, "serial.port": args.serial, "serial.baud": args.baud,
-         "serial.mode": args.serial_mode, "checkpoint": args.checkpoint, "metrics_port": args.metrics_port}
+         "serial.mode": args.serial_mode,
+         "serial.reply": args.serial_reply or None, "checkpoint": args.checkpoint, "metrics_port": args.metrics_port}
     if args.out_mqtt and not args.mqtt:
         o["mqtt.subscribe"] = ""                       # broker used for output only
     if args.out == "stdout":
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--serial", metavar="PORT", help="serial port, e.g. /dev/serial/by-id/usb-...")
         p.add_argument("--baud", type=int, help="serial baud rate (default 115200)")
         p.add_argument("--serial-mode", choices=["frames", "lines"], help="frame protocol or text lines")
+        p.add_argument("--serial-reply", action="store_true",
+                       help="send each prediction back to the board as a PREDICTION frame")
         p.add_argument("--checkpoint", metavar="PATH", help="state checkpoint file")
         p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
         p.set_defaults(func=func)

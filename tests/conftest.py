@@ -9,6 +9,8 @@ ROOT = TESTS.parent
 DATA = TESTS / "data"
 sys.path.insert(0, str(TESTS))
 
+from bridge_build import bridge_bin  # noqa: E402,F401  (a session fixture: the C side, built once)
+
 try:
     import torch  # noqa: F401
     HAVE_TORCH = True

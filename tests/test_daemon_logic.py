@@ -67,6 +67,13 @@ def test_a_real_gap_is_released_after_the_timeout_and_counted():
     assert ("a", 2) not in got and counter(d, "duplicates") == 1
 
 
+def test_a_serial_gap_is_counted_at_once():
+    """A serial link cannot reorder: a reading that skips ahead is applied immediately."""
+    d, got = make_daemon(reorder_timeout_s=60)
+    d.process([msg(0, serial=True), msg(1, serial=True), msg(4, serial=True)])
+    assert ("a", 4) in got and counter(d, "gaps") == 2 and not d.held
+
+
 def test_reboot_resets_the_stream():
     d, got = make_daemon()
     d.process([msg(s, boot=1) for s in range(5)])

@@ -66,6 +66,7 @@ class SerialConfig:
     baud: int = 115_200
     mode: str = "frames"                # "frames" (PROTOCOL.md) or "lines" (CSV/JSON per line)
     stream_prefix: str = ""             # stream id = prefix + the frame's stream number
+    reply: bool = False                 # frames mode: send each PREDICTION back to the board too
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 5.0
 
@@ -116,6 +117,8 @@ class DaemonConfig:
             raise ConfigError("output = 'mqtt' needs [mqtt] url")
         if self.serial.mode not in ("frames", "lines"):
             raise ConfigError("serial.mode must be 'frames' or 'lines'")
+        if self.serial.reply and self.serial.mode != "frames":
+            raise ConfigError("serial.reply needs serial.mode = 'frames' (lines carry no predictions back)")
         for name in ("nonfinite", "reboot", "gap"):
             if getattr(self.policy, name) not in POLICIES:
                 raise ConfigError(f"policy.{name} must be one of {POLICIES}")
@@ -151,6 +154,13 @@ class DaemonConfig:
 _SECTIONS = {"mqtt": MqttConfig, "serial": SerialConfig, "policy": PolicyConfig}
 
 
+def _type_ok(default, value) -> bool:
+    """The value has the setting's type; an int is fine for a float, a bool never for a number."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    return isinstance(value, type(default)) or isinstance(default, float) and isinstance(value, int)
+
+
 def _build(cls, data: dict, where: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -162,10 +172,8 @@ def _build(cls, data: dict, where: str):
                 raise ConfigError(f"[{key}] must be a table")
             value = _build(_SECTIONS[key], value, f"{key}.")
         else:
-            default = known[key].default
-            if isinstance(default, bool) or not isinstance(value, type(default)) and not (
-                    isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
-                raise ConfigError(f"{where}{key} must be {type(default).__name__}, got {value!r}")
+            if not _type_ok(known[key].default, value):
+                raise ConfigError(f"{where}{key} must be {type(known[key].default).__name__}, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
 

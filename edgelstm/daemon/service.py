@@ -235,7 +235,9 @@ class Daemon:
             self._ack_later(item)
             m.duplicates.labels(item.stream).inc()
             return False
-        if not item.released and not verdict.reboot and 0 < verdict.missing <= pol.reorder_window:
+        # A serial link delivers in order: a reading that skips ahead there is a real gap.
+        if (not item.serial and not item.released and not verdict.reboot
+                and 0 < verdict.missing <= pol.reorder_window):
             item.held_at = time.monotonic()
             self.held.setdefault(item.stream, {})[r.seq] = item
             return False
@@ -306,6 +308,10 @@ class Daemon:
             self.metrics.observe("e2e", time.time() - it.t_recv)
 
     def emit(self, stream: str, seq: int, t_in: float, y: np.ndarray) -> None:
+        if self.cfg.serial.reply:
+            for src in self.sources:
+                if not src.send_prediction(stream, seq, y):
+                    self.metrics.drops.labels("serial_reply").inc()
         if self.sink is not None:
             self.sink(stream, seq, t_in, y)
             return

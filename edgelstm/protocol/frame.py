@@ -19,7 +19,8 @@ HEADER = struct.Struct("<BBHIH")           # version, type, stream, seq, length
 CRC = struct.Struct("<I")
 MAX_PAYLOAD = 1024
 MAX_FRAME = HEADER.size + MAX_PAYLOAD + CRC.size
-MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2      # COBS overhead, plus the delimiter
+MAX_STUFFED = MAX_FRAME + (MAX_FRAME + 253) // 254   # after COBS: one code byte per 254 (1043)
+MAX_ENCODED = MAX_STUFFED + 1                         # plus the 0x00 delimiter (1044)
 
 
 class MsgType(IntEnum):
@@ -58,7 +59,7 @@ def encode(frame: Frame) -> bytes:
 
 def decode(stuffed: bytes) -> Frame:
     """One frame from its COBS bytes (without the 0x00 delimiter); raises FrameError."""
-    if len(stuffed) > MAX_ENCODED:
+    if len(stuffed) > MAX_STUFFED:
         raise FrameError("oversize", f"{len(stuffed)} bytes")
     try:
         raw = cobs.decode(stuffed)
@@ -117,7 +118,7 @@ class FrameDecoder:
         if self._skipping:
             return
         self._buf += data
-        if len(self._buf) > MAX_ENCODED:
+        if len(self._buf) > MAX_STUFFED:
             self.errors["oversize"] = self.errors.get("oversize", 0) + 1
             self._buf.clear()
             self._skipping = True

@@ -102,6 +102,10 @@ def reading_frame(stream: int, seq: int, x, t_ms: int = 0) -> Frame:
     return Frame(MsgType.READING, stream, seq, READING_T.pack(t_ms & 0xFFFFFFFF) + np.asarray(x, "<f4").tobytes())
 
 
+def prediction_frame(stream: int, seq: int, y) -> Frame:
+    return Frame(MsgType.PREDICTION, stream, seq, np.asarray(y, "<f4").tobytes())
+
+
 def hello_frame(stream: int, boot_id: int, n_inputs: int) -> Frame:
     from .frame import VERSION
     return Frame(MsgType.HELLO, stream, 0, HELLO.pack(boot_id & 0xFFFFFFFF, VERSION, n_inputs))

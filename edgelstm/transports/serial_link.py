@@ -33,6 +33,7 @@ class SerialSource:
         self.port: serial.Serial | None = None
         self.connected = threading.Event()
         self.reconnects = 0
+        self._write_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -48,7 +49,21 @@ class SerialSource:
         self._thread.join(timeout=5)
 
     def _open(self) -> serial.Serial:
-        return serial.Serial(self.cfg.port, self.cfg.baud, timeout=0.2, exclusive=True)
+        return serial.Serial(self.cfg.port, self.cfg.baud, timeout=0.2, write_timeout=0.05, exclusive=True)
+
+    def send_prediction(self, stream: str, seq: int, y) -> bool:
+        """A PREDICTION frame back to the board (called by the inference thread). False when the
+        link is down or the board does not read fast enough: the caller counts the drop."""
+        port, number = self.port, stream[len(self.cfg.stream_prefix):]
+        if port is None or not number.isdigit():
+            return False
+        data = framing.encode(payload.prediction_frame(int(number), seq, y))
+        try:
+            with self._write_lock:
+                port.write(data)
+            return True
+        except (serial.SerialException, serial.SerialTimeoutException, OSError, termios.error, TypeError):
+            return False
 
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_s

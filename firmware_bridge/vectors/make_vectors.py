@@ -1,6 +1,12 @@
-"""Regenerate frames.json, the test vectors shared by the Python codec and the C library.
+"""Regenerate frames.json, the test vectors shared by the Python codec and the C library,
+and frames.txt, the same vectors one per line for the C tests (no JSON parser on that side):
 
     .venv/bin/python firmware_bridge/vectors/make_vectors.py
+
+frames.txt lines ("-" stands for no bytes):
+    cobs <decoded hex> <encoded hex>
+    frame <type> <stream> <seq> <payload hex> <wire hex, with the 0x00>
+    corrupt <reason> <stuffed hex, without the 0x00>
 
 COBS cases include the boundary cases of the COBS literature; the known answers for the
 classic ones are also asserted independently in tests/test_protocol.py.
@@ -57,7 +63,20 @@ def corrupt_cases():
         {"name": "length field off by one", "wire": cobs.encode(bad_len).hex(), "reason": "length"},
         {"name": "unknown type", "wire": cobs.encode(bad_type).hex(), "reason": "type"},
         {"name": "code runs past end", "wire": "05112233", "reason": "cobs"},
+        {"name": "empty after stuffing", "wire": "01", "reason": "short"},
+        {"name": "zero byte inside", "wire": cobs.encode(body)[:5].hex() + "00" + cobs.encode(body)[6:].hex(),
+         "reason": "cobs"},
+        {"name": "longer than any frame", "wire": (b"\xff" * (frame.MAX_STUFFED + 1)).hex(), "reason": "oversize"},
     ]
+
+
+def as_lines(doc) -> str:
+    def h(hexstr):
+        return hexstr or "-"
+    lines = [f"cobs {h(c['decoded'])} {h(c['encoded'])}" for c in doc["cobs"]]
+    lines += [f"frame {f['type']} {f['stream']} {f['seq']} {h(f['payload'])} {f['wire']}" for f in doc["frames"]]
+    lines += [f"corrupt {c['reason']} {h(c['wire'])}" for c in doc["corrupt"]]
+    return "\n".join(lines) + "\n"
 
 
 def main():
@@ -79,7 +98,8 @@ def main():
         "corrupt": corrupt_cases(),
     }
     (HERE / "frames.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print("wrote", HERE / "frames.json")
+    (HERE / "frames.txt").write_text(as_lines(doc))
+    print("wrote", HERE / "frames.json", "and", HERE / "frames.txt")
 
 
 if __name__ == "__main__":
