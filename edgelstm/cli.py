@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .errors import EdgeLSTMError
+from .errors import EdgeLSTMError, ModelFormatError
 
 log = logging.getLogger("edgelstm")
 
@@ -85,6 +85,35 @@ def cmd_convert(args) -> int:
     print(f"wrote {out}  ({os.path.getsize(out):,} bytes, hash {digest[:12]})")
     print(spec.describe())
     return 0
+
+
+def cmd_export_c(args) -> int:
+    from .export.c_source import export
+    from .model.loader import load_spec
+    spec = load_spec(args.model, **_load_options(args))
+    try:
+        paths, footprint = export(spec, args.output, args.name, args.int8)
+    except ValueError as exc:
+        raise ModelFormatError(str(exc)) from None
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    print(spec.describe())
+    print(f"  weights {'int8 + float32 row scales' if args.int8 else 'float32'}: {footprint.describe()}")
+    if args.int8:
+        print(f"  int8 vs float32 over 1,000 random steps: max |y difference| {_int8_error(spec):.2e} "
+              "(the same int8 model in Python: edgelstm.model.quantize.dequantized_spec)")
+    print(f"  add {paths[1].name} to your firmware and include {paths[0].name}; see firmware_bridge/README.md")
+    return 0
+
+
+def _int8_error(spec, steps: int = 1000) -> float:
+    from .engine import Model
+    from .model.quantize import dequantized_spec
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(steps, spec.input_size)).astype(np.float32)
+    if spec.input_norm is not None:
+        xs = xs * spec.input_norm.std + spec.input_norm.mean
+    ys = [Model(s).stream().step_many(xs) for s in (spec, dequantized_spec(spec))]
+    return float(np.abs(ys[0] - ys[1]).max())
 
 
 def cmd_inspect(args) -> int:
@@ -213,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output path (default: SOURCE with .elstm)")
     _model_options(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export-c", help="generate portable C99 for a microcontroller (float32 or int8 weights)",
+                       description="Write NAME.h and NAME.c: the weights as const arrays and a step function "
+                                   "with its state struct; no heap, no libm. Reports flash and RAM bytes.")
+    p.add_argument("model", help="model file (.elstm, .pt/.pth, .safetensors, .npz)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the generated files")
+    p.add_argument("--name", default="model", help="C prefix and file name (default: model)")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 weights with a float32 scale per row: about 1/4 of the flash")
+    _model_options(p)
+    p.set_defaults(func=cmd_export_c)
 
     p = sub.add_parser("inspect", help="print a model's architecture, parameter count and memory footprint")
     p.add_argument("model", help="model file (.pt/.pth, .safetensors, .npz, .elstm)")

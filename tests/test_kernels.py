@@ -7,36 +7,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from specs import SPECS, random_spec
 
 import edgelstm
 from edgelstm.kernels import gate_math, reference
-from edgelstm.model.spec import Dense, ModelSpec, Normalisation, RecurrentLayer
-
-GATES = {"lstm": 4, "gru": 3}
-
-
-def random_spec(rng, kinds=("lstm",), input_size=5, hidden=(16,), proj=(0,), head=3, norm=False):
-    layers, n_in = [], input_size
-    for kind, h, p in zip(kinds, hidden, proj):
-        g, s, out = GATES[kind] * h, 1 / np.sqrt(h), p or h
-        layers.append(RecurrentLayer(kind, n_in, h, rng.uniform(-s, s, (g, n_in)), rng.uniform(-s, s, (g, out)),
-                                     rng.uniform(-s, s, g), rng.uniform(-s, s, g),
-                                     rng.uniform(-s, s, (p, h)) if p else None))
-        n_in = out
-    head_layer = Dense(rng.uniform(-1, 1, (head, n_in)), rng.uniform(-1, 1, head)) if head else None
-    out_size = head or n_in
-    return ModelSpec(tuple(layers), head_layer,
-                     Normalisation(rng.normal(size=input_size), rng.uniform(0.5, 2, input_size)) if norm else None,
-                     Normalisation(rng.normal(size=out_size), rng.uniform(0.5, 2, out_size)) if norm else None)
-
-
-SPECS = {
-    "lstm": dict(kinds=("lstm",), hidden=(16,)),
-    "lstm_deep_odd_sizes": dict(kinds=("lstm", "lstm", "lstm"), hidden=(13, 7, 9), head=0),
-    "lstm_proj": dict(kinds=("lstm", "lstm"), hidden=(20, 8), proj=(6, 5)),
-    "gru": dict(kinds=("gru", "gru"), hidden=(11, 16), head=2),
-    "mixed_lstm_gru": dict(kinds=("gru", "lstm"), hidden=(9, 12), proj=(0, 0), norm=True),
-}
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
