@@ -39,7 +39,7 @@ class _Arrays:
 
     def floats(self, name: str, a: np.ndarray) -> str:
         values = np.asarray(a, np.float32).ravel()
-        self._emit("float", name, [f"{float(v):.9g}f" for v in values])
+        self._emit("float", name, [_float_literal(v) for v in values])
         self.bytes += 4 * values.size
         return name
 
@@ -114,6 +114,12 @@ def render(spec: ModelSpec, name: str = "model", int8: bool = False,
             text = text.replace(key, value)
         files[out] = text
     return files, footprint
+
+
+def _float_literal(v) -> str:
+    """A C float literal that reads back as exactly this float32 (9 significant digits)."""
+    text = f"{float(v):.9g}"
+    return text + ("f" if any(ch in text for ch in ".e") else ".0f")
 
 
 def _describe(spec: ModelSpec) -> str:
