@@ -24,12 +24,17 @@ install() {   # install the package with the given extras, once per set of extra
   fi
 }
 
-need_mosquitto() {   # the MQTT tests run a private broker
-  if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then return; fi
-  echo "== installing mosquitto (apt-get)"
+need_system_tools() {   # the MQTT tests run a private broker; the C tests need a compiler
+  local missing=""
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+  command -v cc >/dev/null 2>&1 || missing="$missing gcc"
+  command -v c++ >/dev/null 2>&1 || missing="$missing g++"
+  command -v make >/dev/null 2>&1 || missing="$missing make"
+  [ -z "$missing" ] && return
+  echo "== installing$missing (apt-get)"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get install -y -q mosquitto >/dev/null 2>&1 || {
-    $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q mosquitto >/dev/null; }
+  $sudo apt-get install -y -q $missing >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q $missing >/dev/null; }
 }
 
 case "$task" in
@@ -37,7 +42,7 @@ case "$task" in
     need_venv; install "safetensors"
     exec .venv/bin/edgelstm demo "$@" ;;
   test)
-    need_mosquitto; need_venv; install "dev,torch"
+    need_system_tools; need_venv; install "dev,torch"
     set +e
     .venv/bin/python -m pytest "$@"
     rc=$?
