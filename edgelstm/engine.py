@@ -69,9 +69,11 @@ class Model:
         """A new stream with zero state."""
         return Stream(self)
 
-    def bank(self, capacity: int = 1024) -> StreamBank:
-        """Room for `capacity` independent streams, stepped together in one kernel call."""
-        return StreamBank(self, capacity)
+    def bank(self, capacity: int = 1024, backend: str = "cpu") -> StreamBank:
+        """Room for `capacity` independent streams, stepped together in one kernel call.
+        backend: "cpu", "cuda" (a GPU; BackendError if none) or "auto" (see backends.py)."""
+        from .backends import make_bank
+        return make_bank(self, capacity, backend)
 
     def new_work(self) -> np.ndarray:
         """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
@@ -239,7 +241,7 @@ class StreamBank:
                              f"evict(id) or create the bank with a larger capacity")
         for stream_id in new:
             row = self._free.pop()
-            self._state[row] = 0
+            self._write_row(row, None)
             self._rows[stream_id] = row
         for k, stream_id in enumerate(ids):
             rows[k] = self._rows[stream_id]
@@ -268,18 +270,26 @@ class StreamBank:
         return Y
 
     def reset(self, stream_id) -> None:
-        self._state[self._row(stream_id)] = 0
+        self._write_row(self._row(stream_id), None)
 
     def evict(self, stream_id) -> None:
         """Forget a stream and free its slot."""
         self._free.append(self._rows.pop(self._row_key(stream_id)))
 
     def get_state(self, stream_id) -> StreamState:
-        return StreamState(self.model.content_hash, self._state[self._row(stream_id)].copy())
+        return StreamState(self.model.content_hash, self._read_row(self._row(stream_id)))
 
     def set_state(self, stream_id, state: StreamState) -> None:
         values = _checked_state(self.model, state)
-        self._state[self.rows_for([stream_id])[0]] = values
+        self._write_row(self.rows_for([stream_id])[0], values)
+
+    # Where the states live (host memory here; the CUDA bank overrides these three).
+    def _read_row(self, row: int) -> np.ndarray:
+        return self._state[row].copy()
+
+    def _write_row(self, row: int, values: np.ndarray | None) -> None:
+        """values (S,), or None for zeros."""
+        self._state[row] = 0 if values is None else values
 
     def _row_key(self, stream_id):
         if stream_id not in self._rows:

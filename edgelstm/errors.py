@@ -27,3 +27,7 @@ class StateError(EdgeLSTMError, ValueError):
 
 class ConfigError(EdgeLSTMError):
     """A configuration value is missing or invalid."""
+
+
+class BackendError(EdgeLSTMError):
+    """The requested compute backend (e.g. "cuda") cannot be used on this machine."""

@@ -3,6 +3,7 @@ kernel, export and CUDA tests)."""
 
 import numpy as np
 
+from edgelstm.engine import Model
 from edgelstm.model.spec import GATES, Dense, ModelSpec, Normalisation, RecurrentLayer
 
 
@@ -29,3 +30,11 @@ SPECS = {
     "gru_nobias": dict(kinds=("gru",), hidden=(10,), head=0, bias=False),
     "mixed_lstm_gru": dict(kinds=("gru", "lstm"), hidden=(9, 12), proj=(0, 0), norm=True),
 }
+
+
+def overflowing_model():
+    """1 -> LSTM(1) -> y = 1e38 * 100 * h: y is 0 for x = 0 and overflows float32 for x = 50."""
+    w = np.full((4, 1), 10.0)
+    layer = RecurrentLayer("lstm", 1, 1, w, np.zeros((4, 1)), np.zeros(4), np.zeros(4))
+    return Model(ModelSpec((layer,), Dense(np.full((1, 1), 100.0), np.zeros(1)), None,
+                                    Normalisation(np.zeros(1), np.full(1, 1e38))))

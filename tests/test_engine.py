@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from conftest import golden
+from specs import overflowing_model
 
 import edgelstm
 from edgelstm import InputError, NumericalError, StateError
-from edgelstm.model.spec import Dense, ModelSpec, Normalisation, RecurrentLayer
 from edgelstm.model.state_dict import spec_from_state_dict
 
 
@@ -65,14 +65,6 @@ def test_step_many_is_all_or_nothing(model, xs):
     np.testing.assert_array_equal(s.get_state().values, before)
     with pytest.raises(InputError, match="shape"):
         s.step_many(xs[:, :3])
-
-
-def overflowing_model():
-    """1 -> LSTM(1) -> y = 1e38 * 100 * h: y is 0 for x = 0 and overflows float32 for x = 50."""
-    w = np.full((4, 1), 10.0)
-    layer = RecurrentLayer("lstm", 1, 1, w, np.zeros((4, 1)), np.zeros(4), np.zeros(4))
-    return edgelstm.Model(ModelSpec((layer,), Dense(np.full((1, 1), 100.0), np.zeros(1)), None,
-                                    Normalisation(np.zeros(1), np.full(1, 1e38))))
 
 
 def test_numerical_overflow_keeps_state():

@@ -1,0 +1,140 @@
+"""Where a StreamBank computes: "cpu" (Numba), "cuda" (numba-cuda, weights and every stream's
+state resident on the GPU), or "auto", which picks from a measured crossover.
+
+The crossover is the smallest streams x hidden size at which the GPU stepped more streams per
+second than the CPU; `edgelstm bench` measures it on the device and records it in
+crossover.json in the cache directory. Until then "auto" uses DEFAULT_CROSSOVER.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._numba import cache_dir
+from .engine import Model, StreamBank
+from .errors import BackendError, InputError, NumericalError
+
+log = logging.getLogger(__name__)
+BACKENDS = ("cpu", "cuda", "auto")
+# measured on an H100 against this project's 2-core CPU (benchmarks/README.md, "CUDA backend")
+DEFAULT_CROSSOVER = 64 * 256
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when a CUDA GPU can be used (or the simulator is on), else why not."""
+    try:
+        from numba import cuda
+    except ImportError as exc:                                   # pragma: no cover - numba ships it
+        return f"numba's CUDA target is missing ({exc}); pip install 'edgelstm[cuda]'"
+    try:
+        if cuda.is_available():
+            return None
+        return "no usable CUDA GPU or driver was found (numba.cuda.is_available() is False)"
+    except Exception as exc:                                     # the driver can fail in many ways
+        return f"CUDA failed to initialise: {exc}"
+
+
+def crossover_path() -> Path:
+    return Path(os.environ.get("EDGELSTM_CROSSOVER_FILE") or Path(cache_dir()).parent / "crossover.json")
+
+
+def crossover() -> int:
+    """streams x hidden above which the GPU wins: the recorded measurement, else the default."""
+    try:
+        return int(json.loads(crossover_path().read_text())["streams_x_hidden"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_CROSSOVER
+
+
+def make_bank(model: Model, capacity: int, backend: str = "cpu") -> StreamBank:
+    if backend not in BACKENDS:
+        raise BackendError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cpu":
+        return StreamBank(model, capacity)
+    reason = cuda_unavailable_reason()
+    if backend == "cuda":
+        if reason:
+            raise BackendError(f"backend='cuda' cannot run here: {reason}. Use backend='cpu' (or 'auto', "
+                               "which falls back to the CPU); on a Jetson see the README's support matrix")
+        return CudaStreamBank(model, capacity)
+    widest = max(layer.hidden_size for layer in model.spec.layers)
+    if reason:
+        log.info("backend auto: CPU (%s)", reason)
+        return StreamBank(model, capacity)
+    if capacity * widest < crossover():
+        log.info("backend auto: CPU (%d streams x hidden %d is below the GPU crossover %d)",
+                 capacity, widest, crossover())
+        return StreamBank(model, capacity)
+    log.info("backend auto: CUDA (%d streams x hidden %d >= crossover %d)", capacity, widest, crossover())
+    return CudaStreamBank(model, capacity)
+
+
+class CudaStreamBank(StreamBank):
+    """A StreamBank whose weights and states live on the GPU. One kernel launch per step call
+    covers every layer; inputs and outputs go through pinned host buffers."""
+
+    def __init__(self, model: Model, capacity: int):
+        from numba import cuda
+
+        from .kernels import cuda as kernels
+        super().__init__(model, capacity)
+        self._kernels, self._cuda = kernels, cuda
+        self._cu_stream = cuda.stream()
+        self._d_params, self._d_meta = cuda.to_device(model.params), cuda.to_device(model.meta)
+        self._d_state = cuda.to_device(np.zeros((model.state_size, capacity), np.float32))   # (S, N)
+        self._d_work = cuda.device_array((model.new_work().shape[1], capacity), np.float32)  # (W, N)
+        self._d_status = cuda.device_array(capacity, np.int8)
+        self._h_x = cuda.pinned_array((capacity, model.input_size), np.float32)
+        self._h_y = cuda.pinned_array((capacity, model.output_size), np.float32)
+        self._h_slots = cuda.pinned_array(capacity, np.int64)
+        self._h_status = cuda.pinned_array(capacity, np.int8)
+        self._d_x = cuda.device_array((capacity, model.input_size), np.float32)
+        self._d_y = cuda.device_array((capacity, model.output_size), np.float32)
+        self._d_slots = cuda.device_array(capacity, np.int64)
+        del self._state                                      # the host copy is not used
+
+    def step(self, ids, X) -> np.ndarray:
+        ids = list(ids)
+        X = self.model.check_input(X, len(ids))
+        if not np.isfinite(X).all():
+            bad = ids[int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])]
+            raise InputError(f"reading for stream {bad!r} holds NaN or Inf; nothing was applied to any stream")
+        rows = self.rows_for(ids)
+        k, s = len(ids), self._cu_stream
+        if k == 0:
+            return np.empty((0, self.model.output_size), np.float32)
+        self._h_x[:k], self._h_slots[:k] = X, rows
+        self._d_x[:k].copy_to_device(self._h_x[:k], stream=s)
+        self._d_slots[:k].copy_to_device(self._h_slots[:k], stream=s)
+        self._kernels.launch(self._d_params, self._d_meta, self._d_state, self._d_slots, self._d_x, self._d_y,
+                             self._d_work, self._d_status, k, stream=s)
+        self._d_y[:k].copy_to_host(self._h_y[:k], stream=s)
+        self._d_status[:k].copy_to_host(self._h_status[:k], stream=s)
+        s.synchronize()
+        Y = self._h_y[:k].copy()
+        failed = [ids[i] for i in range(k) if self._h_status[i] != self._kernels.STATUS_OK]
+        if failed:
+            err = NumericalError(f"streams {failed!r} produced NaN/Inf; their state is unchanged, "
+                                 f"the other streams were stepped")
+            err.outputs, err.failed_ids = Y, failed
+            raise err
+        return Y
+
+    def _read_row(self, row: int) -> np.ndarray:
+        n = self.model.state_size
+        d_col = self._cuda.device_array(n, np.float32)
+        self._kernels.read_slot[(n + 127) // 128, 128](self._d_state, row, d_col)
+        return d_col.copy_to_host()
+
+    def _write_row(self, row: int, values: np.ndarray | None) -> None:
+        n = self.model.state_size
+        col = np.zeros(n, np.float32) if values is None else np.ascontiguousarray(values, np.float32)
+        self._kernels.write_slot[(n + 127) // 128, 128](self._d_state, row, self._cuda.to_device(col))
+
+
+__all__ = ["BACKENDS", "CudaStreamBank", "crossover", "cuda_unavailable_reason", "make_bank"]
