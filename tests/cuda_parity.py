@@ -48,12 +48,13 @@ def run_case(name: str, n_streams: int, steps: int, seed: int = 0) -> dict:
     except InputError:
         refused = bool((gpu.get_state(ids[0]).values == before).all())
     # reset, set_state and evict behave as on the CPU
-    gpu.reset(ids[1])
-    gpu.set_state(ids[2], cpu.get_state(ids[2]))
-    gpu.evict(ids[-1])
-    state_ops = bool(not gpu.get_state(ids[1]).values.any()
-                     and (gpu.get_state(ids[2]).values == cpu.get_state(ids[2]).values).all()
-                     and ids[-1] not in gpu)
+    gpu.reset(ids[0])
+    gpu.set_state(ids[1], cpu.get_state(ids[1]))
+    gpu.set_state("extra", cpu.get_state(ids[1]))
+    gpu.evict("extra")
+    state_ops = bool(not gpu.get_state(ids[0]).values.any()
+                     and (gpu.get_state(ids[1]).values == cpu.get_state(ids[1]).values).all()
+                     and "extra" not in gpu and len(gpu) == n_streams)
     return {"max_dy": max_dy, "max_dstate": max_ds, "bad_input_refused": refused, "state_ops": state_ops,
             "steps": steps, "streams": n_streams}
 
