@@ -138,3 +138,50 @@ class CudaStreamBank(StreamBank):
 
 
 __all__ = ["BACKENDS", "CudaStreamBank", "crossover", "cuda_unavailable_reason", "make_bank"]
+
+
+def measure(model: Model, counts, backends=("cpu", "cuda"), repeats: int = 5, min_time_s: float = 0.05,
+            progress=None) -> list[dict]:
+    """Stream-steps per second of bank.step for each stream count and backend (median of
+    `repeats` timings of at least `min_time_s` each)."""
+    import statistics
+    import time
+    rows, rng = [], np.random.default_rng(0)
+    for n in counts:
+        row = {"streams": int(n)}
+        X = rng.normal(size=(n, model.input_size)).astype(np.float32)
+        ids = list(range(n))
+        for backend in backends:
+            if progress:
+                progress(f"{backend}: {n} streams")
+            bank = make_bank(model, n, backend)
+            for _ in range(3):
+                bank.step(ids, X)
+            times = []
+            for _ in range(repeats):
+                calls, t0 = 0, time.perf_counter()
+                while True:
+                    bank.step(ids, X)
+                    calls += 1
+                    elapsed = time.perf_counter() - t0
+                    if elapsed >= min_time_s:
+                        break
+                times.append(elapsed / calls)
+            row[backend] = n / statistics.median(times)
+        rows.append(row)
+    return rows
+
+
+def find_crossover(rows: list[dict], hidden: int) -> int | None:
+    """streams x hidden of the first count from which the GPU stays ahead of the CPU."""
+    for k, row in enumerate(rows):
+        if all(r["cuda"] > r["cpu"] for r in rows[k:]):
+            return row["streams"] * hidden
+    return None
+
+
+def record_crossover(value: int, details: dict) -> Path:
+    path = crossover_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"streams_x_hidden": value, **details}, indent=2))
+    return path

@@ -116,6 +116,36 @@ def _int8_error(spec, steps: int = 1000) -> float:
     return float(np.abs(ys[0] - ys[1]).max())
 
 
+def cmd_bench(args) -> int:
+    from . import backends
+    from .engine import Model
+    from .model.loader import load_spec
+    model = Model(load_spec(args.model, **_load_options(args)))
+    counts = [int(v) for v in args.streams.split(",")]
+    reason = backends.cuda_unavailable_reason()
+    names = ("cpu",) if reason else ("cpu", "cuda")
+    if reason:
+        print(f"CUDA: {reason}; timing the CPU only")
+    rows = backends.measure(model, counts, names, progress=lambda t: print(f"  .. {t}", file=sys.stderr))
+    hidden = max(layer.hidden_size for layer in model.spec.layers)
+    print(f"{'streams':>8} {'CPU steps/s':>13}" + (f" {'GPU steps/s':>13} {'GPU/CPU':>8}" if not reason else ""))
+    for r in rows:
+        line = f"{r['streams']:>8} {r['cpu']:>13,.0f}"
+        if not reason:
+            line += f" {r['cuda']:>13,.0f} {r['cuda'] / r['cpu']:>7.2f}x"
+        print(line)
+    if reason:
+        return 0
+    value = backends.find_crossover(rows, hidden)
+    if value is None:
+        print("the GPU never stayed ahead of the CPU here; backend='auto' will keep choosing the CPU")
+        value = 2**62
+    path = backends.record_crossover(value, {"model_hash": model.content_hash, "hidden": hidden, "rows": rows})
+    print(f"crossover: {value:,} streams x hidden ({value // hidden:,} streams of hidden {hidden}); "
+          f"recorded in {path} for backend='auto'")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .engine import Model
     from .model.loader import load_spec, sniff
@@ -253,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 weights with a float32 scale per row: about 1/4 of the flash")
     _model_options(p)
     p.set_defaults(func=cmd_export_c)
+
+    p = sub.add_parser("bench", help="time the CPU and CUDA backends on this machine and record the crossover",
+                       description="Steps banks of increasing size on the CPU and (when a GPU is usable) on "
+                                   "CUDA, prints stream-steps per second, and records where the GPU starts "
+                                   "to win for backend='auto'.")
+    p.add_argument("model", nargs="?", default=os.path.join(os.path.dirname(__file__), "data", "activity.elstm"),
+                   help="model file (default: the bundled model)")
+    p.add_argument("--streams", default="1,16,64,256,1024,4096,16384", help="comma-separated stream counts")
+    _model_options(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("inspect", help="print a model's architecture, parameter count and memory footprint")
     p.add_argument("model", help="model file (.pt/.pth, .safetensors, .npz, .elstm)")
