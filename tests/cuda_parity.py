@@ -80,7 +80,8 @@ def main():
     out = {f"{name}-{n}": run_case(name, n, args.steps) for name, n in CASES + (BIG if args.big else [])}
     out["overflow"] = overflow_case()
     from numba import config, cuda
-    out["device"] = "simulator" if config.ENABLE_CUDASIM else cuda.get_current_device().name.decode()
+    name = "simulator" if config.ENABLE_CUDASIM else cuda.get_current_device().name
+    out["device"] = name.decode() if isinstance(name, bytes) else name
     print(json.dumps(out))
 
 
