@@ -185,7 +185,8 @@ def _run_overrides(args) -> dict:
     o = {"model": args.model, "mqtt.url": args.mqtt or args.out_mqtt, "mqtt.subscribe": args.topic_in,
          "mqtt.client_id": args.client_id, "serial.port": args.serial, "serial.baud": args.baud,
          "serial.mode": args.serial_mode,
-         "serial.reply": args.serial_reply or None, "checkpoint": args.checkpoint, "metrics_port": args.metrics_port}
+         "serial.reply": args.serial_reply or None, "backend": args.backend, "checkpoint": args.checkpoint,
+         "metrics_port": args.metrics_port}
     if args.out_mqtt and not args.mqtt:
         o["mqtt.subscribe"] = ""                       # broker used for output only
     if args.out == "stdout":
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send each prediction back to the board as a PREDICTION frame")
         p.add_argument("--checkpoint", metavar="PATH", help="state checkpoint file")
         p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+        p.add_argument("--backend", choices=["cpu", "cuda", "auto"],
+                       help="where streams are stepped (default cpu; cuda needs a GPU, see the README)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("convert", help="convert a model file into an .elstm deploy file",

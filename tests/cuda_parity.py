@@ -72,6 +72,26 @@ def overflow_case() -> dict:
                 "kept": bool((gpu.get_state("b").values == before).all())}
 
 
+def daemon_case() -> dict:
+    """The daemon's inference thread with backend = "cuda" gives the CPU daemon's predictions."""
+    from edgelstm.daemon.config import DaemonConfig, SerialConfig
+    from edgelstm.daemon.service import Daemon
+    from edgelstm.protocol.payload import Reading
+    from edgelstm.transports import Inbound
+    model = Path(__file__).resolve().parents[1] / "edgelstm" / "data" / "activity.elstm"
+    xs = np.random.default_rng(3).normal(size=(10, 3)).astype(np.float32)
+    got = {}
+    for backend in ("cpu", "cuda"):
+        cfg = DaemonConfig(model=str(model), serial=SerialConfig(port="/dev/null"), output="stdout",
+                           backend=backend).validate()
+        out = got.setdefault(backend, {})
+        d = Daemon(cfg, sink=lambda stream, seq, t, y, out=out: out.__setitem__((stream, seq), y.copy()))
+        for seq, x in enumerate(xs):
+            d.process([Inbound(s, Reading(seq, x + k), serial=True) for k, s in enumerate(("a", "b", "c"))])
+    diff = max(float(np.abs(got["cpu"][key] - got["cuda"][key]).max()) for key in got["cpu"])
+    return {"predictions": len(got["cuda"]), "max_dy": diff, "bank": type(d.bank).__name__}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
@@ -79,6 +99,7 @@ def main():
     args = ap.parse_args()
     out = {f"{name}-{n}": run_case(name, n, args.steps) for name, n in CASES + (BIG if args.big else [])}
     out["overflow"] = overflow_case()
+    out["daemon"] = daemon_case()
     from numba import config, cuda
     name = "simulator" if config.ENABLE_CUDASIM else cuda.get_current_device().name
     out["device"] = name.decode() if isinstance(name, bytes) else name

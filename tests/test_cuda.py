@@ -16,7 +16,11 @@ from cuda_parity import CASES
 
 import edgelstm
 from edgelstm import backends
+from edgelstm.daemon.config import DaemonConfig, SerialConfig
+from edgelstm.daemon.service import Daemon
 from edgelstm.errors import BackendError
+
+MODEL = TESTS.parent / "edgelstm" / "data" / "activity.elstm"
 
 HAVE_GPU = backends.cuda_unavailable_reason() is None
 
@@ -45,9 +49,14 @@ def test_cuda_overflow_keeps_that_streams_state(parity):
     assert parity["device"] == ("simulator" if not HAVE_GPU else parity["device"])
 
 
+def test_daemon_runs_on_the_cuda_backend(parity):
+    r = parity["daemon"]
+    assert r["bank"] == "CudaStreamBank" and r["predictions"] == 30 and r["max_dy"] <= 1e-5, r
+
+
 @pytest.mark.skipif(HAVE_GPU, reason="a GPU is present")
 def test_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back(caplog):
-    model = edgelstm.load(TESTS.parent / "edgelstm" / "data" / "activity.elstm")
+    model = edgelstm.load(MODEL)
     with pytest.raises(BackendError, match="backend='cuda' cannot run here.*backend='cpu'"):
         model.bank(16, backend="cuda")
     with caplog.at_level(logging.INFO, logger="edgelstm.backends"):
@@ -58,6 +67,9 @@ def test_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back(caplog):
     assert bank.step(["a"], np.zeros((1, 3), np.float32)).shape == (1, 3)
     with pytest.raises(BackendError, match="one of"):
         model.bank(16, backend="tpu")
+    cfg = DaemonConfig(model=str(MODEL), serial=SerialConfig(port="/dev/null"), backend="cuda").validate()
+    with pytest.raises(BackendError, match="cannot run here"):
+        Daemon(cfg)
 
 
 def test_auto_uses_the_recorded_crossover(tmp_path, monkeypatch):

@@ -89,6 +89,7 @@ class DaemonConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     serial: SerialConfig = field(default_factory=SerialConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    backend: str = "cpu"                # "cpu", "cuda" (a GPU: Jetson) or "auto" (by measured crossover)
     capacity: int = 4096                # streams held at once
     queue_size: int = 10_000            # readings waiting for the inference thread
     max_batch: int = 512                # readings stepped per kernel call
@@ -111,6 +112,8 @@ class DaemonConfig:
             raise ConfigError(f"mqtt url must start with mqtt:// or mqtts://, got {self.mqtt.url!r}")
         if self.mqtt.url and self.mqtt.subscribe and self.mqtt.subscribe.count("+") != 1:
             raise ConfigError("mqtt.subscribe needs exactly one '+' level: it names the stream")
+        if self.backend not in ("cpu", "cuda", "auto"):
+            raise ConfigError("backend must be 'cpu', 'cuda' or 'auto'")
         if self.output not in ("auto", "mqtt", "stdout"):
             raise ConfigError("output must be 'auto', 'mqtt' or 'stdout'")
         if self.output == "mqtt" and not self.mqtt.url:

@@ -41,7 +41,7 @@ class Daemon:
         self.held: dict[str, dict[int, object]] = {}   # stream -> seq -> Inbound (the reorder buffer)
         self.sink = sink                           # callable(stream, seq, t_in, y) overriding outputs
         self.model = self._load_model()
-        self.bank = self.model.bank(cfg.capacity)
+        self.bank = self.model.bank(cfg.capacity, backend=cfg.backend)
         self.sources: list = []
         self.mqtt = None
 
@@ -354,12 +354,12 @@ class Daemon:
             return
         if new.spec.architecture() == self.model.spec.architecture():
             states = {s: self.bank.get_state(s).values for s in self.bank.ids}
-            self.model, self.bank = new, new.bank(self.cfg.capacity)
+            self.model, self.bank = new, new.bank(self.cfg.capacity, backend=self.cfg.backend)
             for s, values in states.items():
                 self.bank.set_state(s, StreamState(new.content_hash, values))
             log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(states))
         else:
-            self.model, self.bank = new, new.bank(self.cfg.capacity)
+            self.model, self.bank = new, new.bank(self.cfg.capacity, backend=self.cfg.backend)
             for info in self.info.values():
                 info.last_t = None
             log.warning("model reloaded with a different architecture: every stream starts from zero state")
