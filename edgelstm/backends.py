@@ -76,7 +76,7 @@ def make_bank(model: Model, capacity: int, backend: str = "cpu") -> StreamBank:
 
 class CudaStreamBank(StreamBank):
     """A StreamBank whose weights and states live on the GPU. One kernel launch per step call
-    covers every layer; inputs and outputs go through pinned host buffers."""
+    covers every layer; inputs and outputs go through mapped (zero-copy) host memory."""
 
     def __init__(self, model: Model, capacity: int):
         from numba import cuda
@@ -85,17 +85,17 @@ class CudaStreamBank(StreamBank):
         super().__init__(model, capacity)
         self._kernels, self._cuda = kernels, cuda
         self._cu_stream = cuda.stream()
-        self._d_params, self._d_meta = cuda.to_device(model.params), cuda.to_device(model.meta)
+        self._shape = kernels.block_shape(max(layer.hidden_size for layer in model.spec.layers))
+        self._d_params = cuda.to_device(kernels.device_params(model.params, model.meta))
+        self._d_meta = cuda.to_device(model.meta)
         self._d_state = cuda.to_device(np.zeros((model.state_size, capacity), np.float32))   # (S, N)
         self._d_work = cuda.device_array((model.new_work().shape[1], capacity), np.float32)  # (W, N)
-        self._d_status = cuda.device_array(capacity, np.int8)
-        self._h_x = cuda.pinned_array((capacity, model.input_size), np.float32)
-        self._h_y = cuda.pinned_array((capacity, model.output_size), np.float32)
-        self._h_slots = cuda.pinned_array(capacity, np.int64)
-        self._h_status = cuda.pinned_array(capacity, np.int8)
-        self._d_x = cuda.device_array((capacity, model.input_size), np.float32)
-        self._d_y = cuda.device_array((capacity, model.output_size), np.float32)
-        self._d_slots = cuda.device_array(capacity, np.int64)
+        # I/O through mapped host memory: the kernel reads X and writes Y in place, no copies
+        # (on a Jetson the GPU shares the CPU's memory; on a PC it reads over PCIe once).
+        self._x = cuda.mapped_array((capacity, model.input_size), np.float32)
+        self._y = cuda.mapped_array((capacity, model.output_size), np.float32)
+        self._slots = cuda.mapped_array(capacity, np.int64)
+        self._status_io = cuda.mapped_array(capacity, np.int8)
         del self._state                                      # the host copy is not used
 
     def step(self, ids, X) -> np.ndarray:
@@ -108,16 +108,12 @@ class CudaStreamBank(StreamBank):
         k, s = len(ids), self._cu_stream
         if k == 0:
             return np.empty((0, self.model.output_size), np.float32)
-        self._h_x[:k], self._h_slots[:k] = X, rows
-        self._d_x[:k].copy_to_device(self._h_x[:k], stream=s)
-        self._d_slots[:k].copy_to_device(self._h_slots[:k], stream=s)
-        self._kernels.launch(self._d_params, self._d_meta, self._d_state, self._d_slots, self._d_x, self._d_y,
-                             self._d_work, self._d_status, k, stream=s)
-        self._d_y[:k].copy_to_host(self._h_y[:k], stream=s)
-        self._d_status[:k].copy_to_host(self._h_status[:k], stream=s)
+        self._x[:k], self._slots[:k] = X, rows
+        self._kernels.launch(self._d_params, self._d_meta, self._d_state, self._slots, self._x, self._y,
+                             self._d_work, self._status_io, k, self._shape, stream=s)
         s.synchronize()
-        Y = self._h_y[:k].copy()
-        failed = [ids[i] for i in range(k) if self._h_status[i] != self._kernels.STATUS_OK]
+        Y = self._y[:k].copy()
+        failed = [ids[i] for i in np.flatnonzero(self._status_io[:k] != self._kernels.STATUS_OK)]
         if failed:
             err = NumericalError(f"streams {failed!r} produced NaN/Inf; their state is unchanged, "
                                  f"the other streams were stepped")

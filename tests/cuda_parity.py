@@ -93,6 +93,9 @@ def daemon_case() -> dict:
 
 
 def main():
+    from numba import config
+    if config.ENABLE_CUDASIM:
+        sys.setswitchinterval(1e-5)     # the simulator's syncthreads polls threads: hand over the GIL fast
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--big", action="store_true", help="also large stream counts (real GPU)")
