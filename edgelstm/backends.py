@@ -21,8 +21,8 @@ from .errors import BackendError, InputError, NumericalError
 
 log = logging.getLogger(__name__)
 BACKENDS = ("cpu", "cuda", "auto")
-# measured: an H100 passed the CPU kernel at 1,024 streams of hidden 64 (benchmarks/README.md)
-DEFAULT_CROSSOVER = 1024 * 64
+# measured: an H100 passed the CPU kernel from 64 streams of hidden 64 on (benchmarks/README.md)
+DEFAULT_CROSSOVER = 64 * 64
 
 
 def cuda_unavailable_reason() -> str | None:
