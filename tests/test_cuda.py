@@ -77,3 +77,12 @@ def test_auto_uses_the_recorded_crossover(tmp_path, monkeypatch):
     assert backends.crossover() == backends.DEFAULT_CROSSOVER
     (tmp_path / "crossover.json").write_text(json.dumps({"streams_x_hidden": 4096}))
     assert backends.crossover() == 4096
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="a GPU is present")
+def test_bench_command_times_the_cpu_without_a_gpu(capsys):
+    from edgelstm.cli import main
+    assert main(["bench", "--streams", "1,4"]) == 0
+    out = capsys.readouterr().out
+    assert "timing the CPU only" in out and "CPU steps/s" in out
+    assert len([line for line in out.splitlines() if line.split()[:1] in (["1"], ["4"])]) == 2
