@@ -86,7 +86,6 @@ class CudaStreamBank(StreamBank):
         self._kernels, self._cuda = kernels, cuda
         self._cu_stream = cuda.stream()
         self._shape = kernels.block_shape(max(layer.hidden_size for layer in model.spec.layers))
-        self._shared = int(kernels.shared_floats_per_stream(model.meta))
         self._d_params = cuda.to_device(kernels.device_params(model.params, model.meta))
         self._d_meta = cuda.to_device(model.meta)
         self._d_state = cuda.to_device(np.zeros((model.state_size, capacity), np.float32))   # (S, N)
@@ -111,7 +110,7 @@ class CudaStreamBank(StreamBank):
             return np.empty((0, self.model.output_size), np.float32)
         self._x[:k], self._slots[:k] = X, rows
         self._kernels.launch(self._d_params, self._d_meta, self._d_state, self._slots, self._x, self._y,
-                             self._d_work, self._status_io, k, self._shape, self._shared, stream=s)
+                             self._d_work, self._status_io, k, self._shape, stream=s)
         s.synchronize()
         Y = self._y[:k].copy()
         failed = [ids[i] for i in np.flatnonzero(self._status_io[:k] != self._kernels.STATUS_OK)]

@@ -50,7 +50,6 @@ from .layout import (
     OUT_MEAN,
     OUT_SCALE,
     W_CAT,
-    W_GA,
     W_NEXT,
     W_TMP,
     W_Y,
@@ -70,13 +69,12 @@ sigmoid = cuda.jit(device=True, inline="always")(_with_globals(gate_math.sigmoid
 
 
 @cuda.jit(device=True, inline="always")
-def _dot(params, w, rows, r, n, vec, v):
-    """Row r of the transposed (n, rows) matrix at params[w:] . vec[v : v + n]. Transposed, the
-    threads of a warp (consecutive r) read consecutive weights: one coalesced load; vec is the
-    stream's shared-memory vector, the same address for all of them: a broadcast."""
+def _dot(params, w, rows, r, n, work, v, b):
+    """Row r of the transposed (n, rows) matrix at params[w:] . work[v : v + n, b]. Transposed,
+    the threads of a warp (consecutive r) read consecutive weights: one coalesced load."""
     acc = float32(0.0)                           # float32 throughout: Jetson GPUs are slow at float64
     for j in range(n):
-        acc += params[w + j * rows + r] * vec[v + j]
+        acc += params[w + j * rows + r] * work[v + j, b]
     return acc
 
 
@@ -102,43 +100,36 @@ def device_params(params: np.ndarray, meta: np.ndarray) -> np.ndarray:
     return out
 
 
-def shared_floats_per_stream(meta):
-    """Shared memory per stream: cat (the widest [input; h]) and tmp (the widest hidden layer).
-    The launch sizes the block's dynamic shared memory with it; the kernel finds its slice."""
-    return meta[W_GA] - meta[W_CAT] + meta[W_Y] - meta[W_TMP]
-
-
-_shared_floats_dev = cuda.jit(device=True, inline="always")(shared_floats_per_stream)
-
-
 @cuda.jit(device=True)
-def _lstm_unit(params, meta, row, state, slot, sh, cat, tmp, work, b, u):
+def _lstm_unit(params, meta, row, state, slot, work, b, u):
     """Unit u of an LSTM layer: gate rows i, f, g, o over cat = [input; h_prev]; writes the
     next c[u] and the unprojected h[u] (to tmp)."""
     hid, w, bias = meta[row + L_HID], meta[row + L_WIH], meta[row + L_BA]
     width = meta[row + L_IN] + meta[row + L_OUT]
-    c_at, g4 = meta[row + L_C], 4 * hid
-    gi = params[bias + u] + _dot(params, w, g4, u, width, sh, cat)
-    gf = params[bias + hid + u] + _dot(params, w, g4, hid + u, width, sh, cat)
-    gg = params[bias + 2 * hid + u] + _dot(params, w, g4, 2 * hid + u, width, sh, cat)
-    go = params[bias + 3 * hid + u] + _dot(params, w, g4, 3 * hid + u, width, sh, cat)
+    cat, c_at = meta[W_CAT], meta[row + L_C]
+    g4 = 4 * hid
+    gi = params[bias + u] + _dot(params, w, g4, u, width, work, cat, b)
+    gf = params[bias + hid + u] + _dot(params, w, g4, hid + u, width, work, cat, b)
+    gg = params[bias + 2 * hid + u] + _dot(params, w, g4, 2 * hid + u, width, work, cat, b)
+    go = params[bias + 3 * hid + u] + _dot(params, w, g4, 3 * hid + u, width, work, cat, b)
     c = sigmoid(gf) * state[c_at + u, slot] + sigmoid(gi) * tanh(gg)
     work[meta[W_NEXT] + c_at + u, b] = c
-    sh[tmp + u] = sigmoid(go) * tanh(c)
+    work[meta[W_TMP] + u, b] = sigmoid(go) * tanh(c)
 
 
 @cuda.jit(device=True)
-def _gru_unit(params, meta, row, state, slot, sh, cat, work, b, u):
+def _gru_unit(params, meta, row, state, slot, work, b, u):
     """Unit u of a GRU layer (rows r, z, n; b_hn stays inside r * (...)): writes the next h[u]."""
     n_in, hid = meta[row + L_IN], meta[row + L_HID]
     wih, whh, ba, bb = meta[row + L_WIH], meta[row + L_WHH], meta[row + L_BA], meta[row + L_BB]
-    h_at, g3 = meta[row + L_H], 3 * hid
-    r = sigmoid(params[ba + u] + _dot(params, wih, g3, u, n_in, sh, cat)
-                + _dot(params, whh, g3, u, hid, sh, cat + n_in))
-    z = sigmoid(params[ba + hid + u] + _dot(params, wih, g3, hid + u, n_in, sh, cat)
-                + _dot(params, whh, g3, hid + u, hid, sh, cat + n_in))
-    n = tanh(params[ba + 2 * hid + u] + _dot(params, wih, g3, 2 * hid + u, n_in, sh, cat)
-             + r * (params[bb + 2 * hid + u] + _dot(params, whh, g3, 2 * hid + u, hid, sh, cat + n_in)))
+    cat, h_at = meta[W_CAT], meta[row + L_H]
+    g3 = 3 * hid
+    r = sigmoid(params[ba + u] + _dot(params, wih, g3, u, n_in, work, cat, b)
+                + _dot(params, whh, g3, u, hid, work, cat + n_in, b))
+    z = sigmoid(params[ba + hid + u] + _dot(params, wih, g3, hid + u, n_in, work, cat, b)
+                + _dot(params, whh, g3, hid + u, hid, work, cat + n_in, b))
+    n = tanh(params[ba + 2 * hid + u] + _dot(params, wih, g3, 2 * hid + u, n_in, work, cat, b)
+             + r * (params[bb + 2 * hid + u] + _dot(params, whh, g3, 2 * hid + u, hid, work, cat + n_in, b)))
     work[meta[W_NEXT] + h_at + u, b] = (float32(1.0) - z) * n + z * state[h_at + u, slot]
 
 
@@ -151,41 +142,37 @@ def step_streams(params, meta, state, slots, X, Y, work, status, n_rows):
     b = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
     active = b < n_rows                      # every thread reaches every syncthreads below
     slot = slots[b] if active else 0
-    nxt = meta[W_NEXT]
-    # this stream's vectors in shared memory: cat = [layer input; h_prev], tmp = unprojected h
-    sh = cuda.shared.array(0, float32)
-    cat = cuda.threadIdx.y * _shared_floats_dev(meta)
-    tmp = cat + meta[W_GA] - meta[W_CAT]
+    cat, nxt, tmp = meta[W_CAT], meta[W_NEXT], meta[W_TMP]
     if active:
         mean, scale = meta[IN_MEAN], meta[IN_SCALE]
         for j in range(t, meta[N_IN], step):
-            sh[cat + j] = (X[b, j] - params[mean + j]) * params[scale + j]
+            work[cat + j, b] = (X[b, j] - params[mean + j]) * params[scale + j]
     for k in range(meta[N_LAYERS]):
         row = HEADER_LEN + LAYER_LEN * k
         n_in, hid, out, h_at = meta[row + L_IN], meta[row + L_HID], meta[row + L_OUT], meta[row + L_H]
         if active:
             for j in range(t, out, step):                        # cat = [layer input; h_prev]
-                sh[cat + n_in + j] = state[h_at + j, slot]
+                work[cat + n_in + j, b] = state[h_at + j, slot]
         cuda.syncthreads()
         is_lstm = meta[row + L_KIND] == KIND_LSTM
         if active:
             for u in range(t, hid, step):
                 if is_lstm:
-                    _lstm_unit(params, meta, row, state, slot, sh, cat, tmp, work, b, u)
+                    _lstm_unit(params, meta, row, state, slot, work, b, u)
                 else:
-                    _gru_unit(params, meta, row, state, slot, sh, cat, work, b, u)
+                    _gru_unit(params, meta, row, state, slot, work, b, u)
         cuda.syncthreads()
         if active and is_lstm:                                   # h = W_hr h_full, or h_full
             whr = meta[row + L_WHR]
             for j in range(t, out, step):
                 if whr >= 0:
-                    work[nxt + h_at + j, b] = _dot(params, whr, out, j, hid, sh, tmp)
+                    work[nxt + h_at + j, b] = _dot(params, whr, out, j, hid, work, tmp, b)
                 else:
-                    work[nxt + h_at + j, b] = sh[tmp + j]
+                    work[nxt + h_at + j, b] = work[tmp + j, b]
         cuda.syncthreads()
         if active:
             for j in range(t, out, step):                        # the next layer's input
-                sh[cat + j] = work[nxt + h_at + j, b]
+                work[cat + j, b] = work[nxt + h_at + j, b]
         cuda.syncthreads()
 
     y_at, n_out, n_state = meta[W_Y], meta[N_OUT], meta[N_STATE]
@@ -193,9 +180,9 @@ def step_streams(params, meta, state, slots, X, Y, work, status, n_rows):
         head_w, head_b, head_in = meta[HEAD_W], meta[HEAD_B], meta[HEAD_IN]
         out_mean, out_scale = meta[OUT_MEAN], meta[OUT_SCALE]
         for o in range(t, n_out, step):
-            v = sh[cat + o]
+            v = work[cat + o, b]
             if head_w >= 0:
-                v = params[head_b + o] + _dot(params, head_w, n_out, o, head_in, sh, cat)
+                v = params[head_b + o] + _dot(params, head_w, n_out, o, head_in, work, cat, b)
             v = v * params[out_scale + o] + params[out_mean + o]
             work[y_at + o, b] = v
             Y[b, o] = v
@@ -223,13 +210,11 @@ def block_shape(widest_hidden: int) -> tuple[int, int]:
 
 
 def launch(params, meta, state, slots, X, Y, work, status, n_rows: int, shape: tuple[int, int],
-           shared_floats: int, stream=0) -> None:
-    """shared_floats: shared_floats_per_stream(meta), computed on the host's copy of meta."""
+           stream=0) -> None:
     per_stream, streams_per_block = shape
     blocks = (n_rows + streams_per_block - 1) // streams_per_block
-    nbytes = 4 * shared_floats * streams_per_block
-    step_streams[blocks, (per_stream, streams_per_block), stream, nbytes](params, meta, state, slots, X, Y, work,
-                                                                          status, n_rows)
+    step_streams[blocks, (per_stream, streams_per_block), stream](params, meta, state, slots, X, Y, work, status,
+                                                                  n_rows)
 
 
 @cuda.jit
