@@ -100,26 +100,6 @@ def device_params(params: np.ndarray, meta: np.ndarray) -> np.ndarray:
     return out
 
 
-@cuda.jit(device=True, inline="always")
-def _dot_rows(params, w, rows, r, gap, n, work, v, b):
-    """The dots of rows r, r + gap, r + 2 gap (and r + 3 gap when rows = 4 gap) in one pass:
-    independent accumulators keep the FMA pipeline full and each operand is loaded once."""
-    a0 = float32(0.0)
-    a1 = float32(0.0)
-    a2 = float32(0.0)
-    a3 = float32(0.0)
-    four = rows == 4 * gap
-    for j in range(n):
-        x = work[v + j, b]
-        base = w + j * rows + r
-        a0 += params[base] * x
-        a1 += params[base + gap] * x
-        a2 += params[base + 2 * gap] * x
-        if four:
-            a3 += params[base + 3 * gap] * x
-    return a0, a1, a2, a3
-
-
 @cuda.jit(device=True)
 def _lstm_unit(params, meta, row, state, slot, work, b, u):
     """Unit u of an LSTM layer: gate rows i, f, g, o over cat = [input; h_prev]; writes the
@@ -127,9 +107,11 @@ def _lstm_unit(params, meta, row, state, slot, work, b, u):
     hid, w, bias = meta[row + L_HID], meta[row + L_WIH], meta[row + L_BA]
     width = meta[row + L_IN] + meta[row + L_OUT]
     cat, c_at = meta[W_CAT], meta[row + L_C]
-    di, df, dg, do = _dot_rows(params, w, 4 * hid, u, hid, width, work, cat, b)
-    gi, gf = params[bias + u] + di, params[bias + hid + u] + df
-    gg, go = params[bias + 2 * hid + u] + dg, params[bias + 3 * hid + u] + do
+    g4 = 4 * hid
+    gi = params[bias + u] + _dot(params, w, g4, u, width, work, cat, b)
+    gf = params[bias + hid + u] + _dot(params, w, g4, hid + u, width, work, cat, b)
+    gg = params[bias + 2 * hid + u] + _dot(params, w, g4, 2 * hid + u, width, work, cat, b)
+    go = params[bias + 3 * hid + u] + _dot(params, w, g4, 3 * hid + u, width, work, cat, b)
     c = sigmoid(gf) * state[c_at + u, slot] + sigmoid(gi) * tanh(gg)
     work[meta[W_NEXT] + c_at + u, b] = c
     work[meta[W_TMP] + u, b] = sigmoid(go) * tanh(c)
@@ -141,11 +123,13 @@ def _gru_unit(params, meta, row, state, slot, work, b, u):
     n_in, hid = meta[row + L_IN], meta[row + L_HID]
     wih, whh, ba, bb = meta[row + L_WIH], meta[row + L_WHH], meta[row + L_BA], meta[row + L_BB]
     cat, h_at = meta[W_CAT], meta[row + L_H]
-    xr, xz, xn, _ = _dot_rows(params, wih, 3 * hid, u, hid, n_in, work, cat, b)
-    hr, hz, hn, _ = _dot_rows(params, whh, 3 * hid, u, hid, hid, work, cat + n_in, b)
-    r = sigmoid(params[ba + u] + xr + hr)
-    z = sigmoid(params[ba + hid + u] + xz + hz)
-    n = tanh(params[ba + 2 * hid + u] + xn + r * (params[bb + 2 * hid + u] + hn))
+    g3 = 3 * hid
+    r = sigmoid(params[ba + u] + _dot(params, wih, g3, u, n_in, work, cat, b)
+                + _dot(params, whh, g3, u, hid, work, cat + n_in, b))
+    z = sigmoid(params[ba + hid + u] + _dot(params, wih, g3, hid + u, n_in, work, cat, b)
+                + _dot(params, whh, g3, hid + u, hid, work, cat + n_in, b))
+    n = tanh(params[ba + 2 * hid + u] + _dot(params, wih, g3, 2 * hid + u, n_in, work, cat, b)
+             + r * (params[bb + 2 * hid + u] + _dot(params, whh, g3, 2 * hid + u, hid, work, cat + n_in, b)))
     work[meta[W_NEXT] + h_at + u, b] = (float32(1.0) - z) * n + z * state[h_at + u, slot]
 
 
