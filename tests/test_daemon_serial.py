@@ -1,5 +1,6 @@
 """The daemon's serial path on real pseudo-terminals, and MQTT output with the broker away."""
 
+import gc
 import os
 import random
 import resource
@@ -59,6 +60,7 @@ def test_unplug_mid_frame_20_times_resumes_fast_loses_and_corrupts_nothing(tmp_p
     xs = readings(3, 420, seed=5)
     expected, _ = offline(xs)
     link = str(tmp_path / "ttyUSB-sensor")
+    gc.collect()                 # objects left by earlier tests close their fds now, not mid-test
     fds_before, threads_before = open_fds(), threading.active_count()
     pty = Pty(link)
     rec = Recorder()
@@ -109,7 +111,8 @@ def test_unplug_mid_frame_20_times_resumes_fast_loses_and_corrupts_nothing(tmp_p
     assert daemon.metrics.summary()["gaps"] == 0
     assert daemon.sources[0].reconnects >= 20
     time.sleep(0.2)
-    assert open_fds() == fds_before, "file descriptors leaked"
+    gc.collect()
+    assert open_fds() <= fds_before, "file descriptors leaked"
     assert threading.active_count() == threads_before, "threads leaked"
 
 
