@@ -86,7 +86,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "broker").mkdir()
-        broker = Broker(work / "broker", save_every_change=False).start()
+        broker = Broker(work / "broker").start()
         try:
             for streams in map(int, args.streams.split(",")):
                 for rate in map(int, args.rates.split(",")):

@@ -46,7 +46,9 @@ class DemoSink:
         self.last_print = 0.0
         self.started = time.time()
 
-    def __call__(self, stream: str, seq: int, t_in: float, y: np.ndarray) -> None:
+    def __call__(self, stream: str, seq: int, t_in: float, y: np.ndarray, replay: bool = False) -> None:
+        if replay:                                  # an answer repeated for a frame sent again
+            return
         p = np.exp(y - y.max())
         p /= p.sum()
         label, truth = int(p.argmax()), int(self.labels[int(stream)][seq])

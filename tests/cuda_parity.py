@@ -85,7 +85,7 @@ def daemon_case() -> dict:
         cfg = DaemonConfig(model=str(model), serial=SerialConfig(port="/dev/null"), output="stdout",
                            backend=backend).validate()
         out = got.setdefault(backend, {})
-        d = Daemon(cfg, sink=lambda stream, seq, t, y, out=out: out.__setitem__((stream, seq), y.copy()))
+        d = Daemon(cfg, sink=lambda stream, seq, t, y, replay, out=out: out.__setitem__((stream, seq), y.copy()))
         for seq, x in enumerate(xs):
             d.process([Inbound(s, Reading(seq, x + k), serial=True) for k, s in enumerate(("a", "b", "c"))])
     diff = max(float(np.abs(got["cpu"][key] - got["cuda"][key]).max()) for key in got["cpu"])

@@ -215,5 +215,19 @@ class Publisher:
     def wait_all(self, timeout: float) -> bool:
         return wait_until(lambda: len(self.acked) >= self.sent, timeout, self.lock)
 
+    def resend_unanswered(self, xs: dict, collector: "Collector", timeout: float, patience: float = 2.0) -> int:
+        """End-to-end retry, as a sender that must lose nothing does when the broker can lose
+        what it acknowledged: every `patience` seconds, send again (same seq, same x) each reading
+        whose prediction has not arrived. Returns how many readings were sent again."""
+        expected = {(sid, seq) for sid, x in xs.items() for seq in range(len(x))}
+        deadline, resent = time.time() + timeout, 0
+        while not collector.wait_for(len(expected), patience) and time.time() < deadline:
+            with collector.lock:
+                missing = sorted(expected - set(collector.got), key=lambda k: (k[1], k[0]))
+            for sid, seq in missing:
+                self.send(f"sensors/{sid}/reading", json.dumps({"seq": seq, "x": xs[sid][seq].tolist()}).encode())
+            resent += len(missing)
+        return resent
+
     def stop(self):
         stop_client(self.client)

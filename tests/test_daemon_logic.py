@@ -19,12 +19,22 @@ XS = np.random.default_rng(9).normal(size=(40, 3)).astype(np.float32)
 EXPECTED = np.array([y.copy() for y in (lambda s: [s.step(x) for x in XS])(edgelstm.load(MODEL).stream())])
 
 
+class Outputs(dict):
+    """(stream, seq) -> predictions made; .replays: (stream, seq) -> answers repeated."""
+
+    def __init__(self):
+        super().__init__()
+        self.replays = {}
+
+    def __call__(self, stream, seq, t_in, y, replay):
+        (self.replays if replay else self).setdefault((stream, seq), []).append(y.copy())
+
+
 def make_daemon(**policy):
-    got = {}
+    got = Outputs()
     cfg = DaemonConfig(model=MODEL, serial=SerialConfig(port="/dev/null"), output="stdout",
                        policy=PolicyConfig(stream_ttl_s=0, **policy)).validate()
-    d = Daemon(cfg, sink=lambda stream, seq, t, y: got.setdefault((stream, seq), []).append(y.copy()))
-    return d, got
+    return Daemon(cfg, sink=got), got
 
 
 def msg(seq, x=None, stream="a", boot=None, t=None, serial=False, ack=None):
@@ -54,6 +64,29 @@ def test_out_of_order_duplicates_and_acks():
     assert counter(d, "duplicates") == 2 and counter(d, "gaps") == 0
     d._ack_pending()
     assert sorted(acked) == sorted(order)               # every message acknowledged once handled
+
+
+def test_a_reading_sent_again_gets_its_first_answer_and_steps_nothing():
+    d, got = make_daemon(replay_window=4)
+    d.process([msg(s, boot=1) for s in range(8)])
+    state = d.bank.get_state("a").values.copy()
+    d.process([msg(5, boot=1), msg(7, boot=1), msg(2, boot=1)])   # 2 is older than the last 4 kept
+    assert sorted(got.replays) == [("a", 5), ("a", 7)]
+    for s in (5, 7):
+        np.testing.assert_array_equal(got.replays[("a", s)][0], EXPECTED[s])
+    np.testing.assert_array_equal(d.bank.get_state("a").values, state)
+    assert counter(d, "duplicates") == 3 and counter(d, "replays") == 2 and counter(d, "predictions") == 8
+    d.process([msg(0, boot=2), msg(1, boot=2)])          # a reboot: seqs start over
+    assert d.replay.lookup("a", 5) is None               # so the old boot's answers are gone
+    d.process([msg(1, boot=2)])
+    assert len(got[("a", 1)]) == 2 and len(got.replays[("a", 1)]) == 1
+    np.testing.assert_array_equal(got.replays[("a", 1)][0], got[("a", 1)][-1])
+
+
+def test_replay_can_be_turned_off():
+    d, got = make_daemon(replay_window=0)
+    d.process([msg(0), msg(1), msg(1)])
+    assert got.replays == {} and counter(d, "duplicates") == 1
 
 
 def test_a_real_gap_is_released_after_the_timeout_and_counted():

@@ -21,7 +21,7 @@ class Recorder:
     def __init__(self):
         self.got, self.times, self.lock = {}, {}, threading.Lock()
 
-    def __call__(self, stream, seq, t_in, y):
+    def __call__(self, stream, seq, t_in, y, replay):
         with self.lock:
             self.got[(stream, seq)] = y.copy()
             self.times[(stream, seq)] = time.monotonic()

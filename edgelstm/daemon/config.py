@@ -80,6 +80,8 @@ class PolicyConfig:
     stream_ttl_s: float = 3600.0        # forget streams idle this long (0 = never)
     reorder_window: int = 1000          # readings that skip ahead wait for the missing ones, up to
     reorder_timeout_s: float = 10.0     # this many per stream and this long; then the gap is counted
+    replay_window: int = 256            # a reading sent again among its stream's last N is answered with
+                                        # the first prediction (state untouched); 0 = off
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class DaemonConfig:
                 f"receive window stops the broker sending the reading they wait for")
         if self.mqtt.qos not in (0, 1):
             raise ConfigError("mqtt.qos must be 0 or 1")
+        if self.policy.replay_window < 0:
+            raise ConfigError("policy.replay_window must be 0 (off) or more")
         for name in ("capacity", "queue_size", "max_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

@@ -22,6 +22,8 @@ class Metrics:
         self.duplicates = Counter("edgelstm_duplicates", "Readings seen before (not applied)", ["stream"], registry=r)
         self.gaps = Counter("edgelstm_gap_readings", "Readings missing between received ones", ["stream"],
                             registry=r)
+        self.replays = Counter("edgelstm_replayed_predictions", "Predictions sent again for a reading sent again",
+                               ["stream"], registry=r)
         self.resets = Counter("edgelstm_resets", "Stream state resets", ["stream", "reason"], registry=r)
         self.nonfinite = Counter("edgelstm_nonfinite_readings", "Readings holding NaN/Inf", ["stream"], registry=r)
         self.bad_payloads = Counter("edgelstm_bad_payloads", "Messages that could not be decoded", ["reason"],
@@ -50,13 +52,13 @@ class Metrics:
                 self.quantiles.labels(kind, "0.5").set(p50)
                 self.quantiles.labels(kind, "0.99").set(p99)
                 out[f"{kind}_p50_ms"], out[f"{kind}_p99_ms"] = p50 * 1e3, p99 * 1e3
-        for name in ("readings", "predictions", "duplicates", "gaps", "nonfinite", "bad_payloads", "drops"):
+        for name in ("readings", "predictions", "duplicates", "gaps", "nonfinite", "bad_payloads", "drops", "replays"):
             out[name] = total(getattr(self, name))
         return out
 
     def forget(self, stream: str) -> None:
         """Drop an evicted stream's series so label sets stay bounded."""
-        for c in (self.readings, self.predictions, self.duplicates, self.gaps, self.nonfinite):
+        for c in (self.readings, self.predictions, self.duplicates, self.gaps, self.nonfinite, self.replays):
             try:
                 c.remove(stream)
             except KeyError:

@@ -20,6 +20,7 @@ from ..protocol.payload import prediction_json
 from . import checkpoint, systemd
 from .config import DaemonConfig
 from .metrics import Metrics
+from .replay import ReplayCache
 from .streams import WRAP, StreamInfo, advance, classify
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class Daemon:
         self.pending_pubs: list = []               # this commit window's prediction publishes
         self.dirty = False                         # state changed since the last checkpoint
         self.held: dict[str, dict[int, object]] = {}   # stream -> seq -> Inbound (the reorder buffer)
-        self.sink = sink                           # callable(stream, seq, t_in, y) overriding outputs
+        self.sink = sink                           # callable(stream, seq, t_in, y, replay) overriding outputs
+        self.replay = ReplayCache(cfg.policy.replay_window)
         self.model = self._load_model()
         self.bank = self.model.bank(cfg.capacity, backend=cfg.backend)
         self.sources: list = []
@@ -234,6 +236,8 @@ class Daemon:
         if verdict.duplicate or (not item.released and r.seq in held):
             self._ack_later(item)
             m.duplicates.labels(item.stream).inc()
+            if verdict.duplicate:
+                self._replay(item.stream, r.seq)
             return False
         # A serial link delivers in order: a reading that skips ahead there is a real gap.
         if (not item.serial and not item.released and not verdict.reboot
@@ -245,6 +249,7 @@ class Daemon:
         if verdict.missing:
             m.gaps.labels(item.stream).inc(verdict.missing)
         if verdict.reboot:
+            self.replay.forget(item.stream)                  # its seqs start over
             self._reset(item.stream, "reboot", pol.reboot)
         if verdict.time_gap:
             self._reset(item.stream, "time_gap", pol.gap)
@@ -256,6 +261,13 @@ class Daemon:
         if item.stream not in self.bank and len(self.bank) >= self.bank.capacity:
             self.evict_idle(force_one=True)
         return True
+
+    def _replay(self, stream: str, seq: int) -> None:
+        """Answer a reading sent again with the prediction made the first time, if still kept."""
+        hit = self.replay.lookup(stream, seq)
+        if hit is not None:
+            self.emit(stream, seq, hit[0], hit[1], replay=True)
+            self.metrics.replays.labels(stream).inc()
 
     def _ack_later(self, item) -> None:
         if item.ack is not None:
@@ -272,6 +284,7 @@ class Daemon:
         elif item.boot is not None:                                      # HELLO after a boot
             info = self.info.setdefault(item.stream, StreamInfo())
             if info.boot is not None and info.boot != item.boot:
+                self.replay.forget(item.stream)
                 self._reset(item.stream, "reboot", self.cfg.policy.reboot)
                 info.last_seq = None
                 for stale in self.held.pop(item.stream, {}).values():    # readings of the old boot
@@ -303,19 +316,21 @@ class Daemon:
                 advance(info, r.seq, r.boot, r.t, now)
                 continue
             advance(info, r.seq, r.boot, r.t, now)
-            self.emit(it.stream, r.seq, r.t if r.t is not None else it.t_recv, y)
+            t_in = r.t if r.t is not None else it.t_recv
+            self.emit(it.stream, r.seq, t_in, y)
+            self.replay.remember(it.stream, r.seq, t_in, y)
             self.metrics.predictions.labels(it.stream).inc()
             self.metrics.observe("e2e", time.time() - it.t_recv)
 
-    def emit(self, stream: str, seq: int, t_in: float, y: np.ndarray) -> None:
+    def emit(self, stream: str, seq: int, t_in: float, y: np.ndarray, replay: bool = False) -> None:
         if self.cfg.serial.reply:
             for src in self.sources:
                 if not src.send_prediction(stream, seq, y):
                     self.metrics.drops.labels("serial_reply").inc()
         if self.sink is not None:
-            self.sink(stream, seq, t_in, y)
+            self.sink(stream, seq, t_in, y, replay)
             return
-        data = prediction_json(stream, seq, t_in, time.time(), self.model.content_hash, y)
+        data = prediction_json(stream, seq, t_in, time.time(), self.model.content_hash, y, replay=replay)
         if self.cfg.output_kind == "mqtt" and self.mqtt is not None:
             info = self.mqtt.publish(self.cfg.mqtt.publish.format(stream=stream), data, self.cfg.mqtt.qos)
             if info is None:
@@ -338,6 +353,7 @@ class Daemon:
         for last_seen, stream in idle:
             if (ttl and now - last_seen > ttl) or force_one:
                 self.bank.evict(stream)
+                self.replay.forget(stream)
                 del self.info[stream]
                 self.metrics.forget(stream)
                 self.metrics.drops.labels("evicted_idle" if not force_one else "evicted_capacity").inc()
@@ -352,6 +368,7 @@ class Daemon:
         except Exception as exc:               # a bad new file must not stop a running service
             log.error("reload failed, keeping the current model: %s", exc)
             return
+        self.replay.clear()
         if new.spec.architecture() == self.model.spec.architecture():
             states = {s: self.bank.get_state(s).values for s in self.bank.ids}
             self.model, self.bank = new, new.bank(self.cfg.capacity, backend=self.cfg.backend)
@@ -366,11 +383,11 @@ class Daemon:
 
     def log_summary(self) -> None:
         s = self.metrics.summary()
-        log.info("streams %d | readings %d predictions %d | duplicates %d gaps %d nonfinite %d | "
+        log.info("streams %d | readings %d predictions %d | duplicates %d replayed %d gaps %d nonfinite %d | "
                  "bad payloads %d drops %d | queue %d | step p50 %.3f ms p99 %.3f ms | e2e p50 %.2f ms p99 %.2f ms",
-                 len(self.bank), s["readings"], s["predictions"], s["duplicates"], s["gaps"], s["nonfinite"],
-                 s["bad_payloads"], s["drops"], self.queue.qsize(), s.get("step_p50_ms", 0), s.get("step_p99_ms", 0),
-                 s.get("e2e_p50_ms", 0), s.get("e2e_p99_ms", 0))
+                 len(self.bank), s["readings"], s["predictions"], s["duplicates"], s["replays"], s["gaps"],
+                 s["nonfinite"], s["bad_payloads"], s["drops"], self.queue.qsize(), s.get("step_p50_ms", 0),
+                 s.get("step_p99_ms", 0), s.get("e2e_p50_ms", 0), s.get("e2e_p99_ms", 0))
 
     def shutdown(self) -> None:
         """Stop intake, process what is queued, checkpoint, acknowledge, close the links."""

@@ -142,6 +142,10 @@ def decode_line(line: bytes, n_inputs: int) -> tuple[str, Reading]:
     return parts[0].decode("utf-8", "replace"), Reading(seq, x)
 
 
-def prediction_json(stream: str, seq: int, t_in: float, t_out: float, model_hash: str, y) -> bytes:
-    return json.dumps({"stream": stream, "seq": seq, "t_in": t_in, "t_out": t_out, "model": model_hash,
-                       "y": [float(v) for v in y]}, separators=(",", ":")).encode()
+def prediction_json(stream: str, seq: int, t_in: float, t_out: float, model_hash: str, y,
+                    replay: bool = False) -> bytes:
+    """replay: the reading came again and this is the answer made the first time (state not stepped)."""
+    d = {"stream": stream, "seq": seq, "t_in": t_in, "t_out": t_out, "model": model_hash, "y": [float(v) for v in y]}
+    if replay:
+        d["replay"] = True
+    return json.dumps(d, separators=(",", ":")).encode()
