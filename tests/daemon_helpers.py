@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 
 import edgelstm
 from edgelstm.protocol.payload import encode_binary
+from edgelstm.transports.mqtt_link import no_nagle
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "edgelstm" / "data" / "activity.elstm"
@@ -108,6 +109,7 @@ class DaemonProcess:
 def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20, auth=None,
               ca=None) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_socket_open = no_nagle
     if auth:
         c.username_pw_set(*auth)
     if ca:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 
@@ -23,6 +24,15 @@ from ..protocol import payload
 from . import Inbound
 
 log = logging.getLogger(__name__)
+
+
+def no_nagle(client, userdata, sock) -> None:
+    """paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
+    segment's ACK (delayed up to 40 ms) whenever one is outstanding, which dominates latency."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):            # not a TCP socket (e.g. a websocket wrapper)
+        pass
 
 
 class MqttLink:
@@ -46,6 +56,7 @@ class MqttLink:
             c.tls_set(ca_certs=cfg.tls_ca or None, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None,
                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
+        c.on_socket_open = no_nagle
         prefix, _, suffix = cfg.subscribe.partition("+")
         self._prefix, self._suffix = prefix, suffix
 
