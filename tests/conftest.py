@@ -18,6 +18,13 @@ except ImportError:
     HAVE_TORCH = False
 
 
+@pytest.fixture(autouse=True)
+def no_daemon_outlives_its_test():
+    yield
+    from daemon_helpers import kill_leftovers
+    kill_leftovers()
+
+
 def pytest_collection_modifyitems(config, items):
     if HAVE_TORCH:
         return

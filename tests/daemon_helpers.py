@@ -43,6 +43,18 @@ def offline(xs: dict[str, np.ndarray]):
     return ys, states
 
 
+_STARTED: list[subprocess.Popen] = []         # every daemon a test started, for kill_leftovers
+
+
+def kill_leftovers() -> None:
+    """Kill daemons a failed test left running (they would load the machine for later tests)."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    _STARTED.clear()
+
+
 class DaemonProcess:
     def __init__(self, workdir: Path, broker_url: str | None = None, extra: str = "", mqtt_extra: str = "",
                  client_id: str | None = None):
@@ -65,6 +77,7 @@ class DaemonProcess:
         self.logfh = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "edgelstm", "run", "-c", str(self.config)],
                                      stdout=self.logfh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        _STARTED.append(self.proc)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
