@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgelstm.transports.mqtt_socket import no_nagle
+from edgelstm.transports.mqtt_link import no_nagle
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 import edgelstm
 from edgelstm.protocol.payload import encode_binary
-from edgelstm.transports.mqtt_socket import no_nagle
+from edgelstm.transports.mqtt_link import no_nagle
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "edgelstm" / "data" / "activity.elstm"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 
@@ -21,9 +22,18 @@ from paho.mqtt.properties import Properties
 
 from ..protocol import payload
 from . import Inbound
-from .mqtt_socket import Client, no_nagle
+
 
 log = logging.getLogger(__name__)
+
+
+def no_nagle(client, userdata, sock) -> None:
+    """paho leaves Nagle's algorithm on: a small PUBLISH or PUBACK then waits for the previous
+    segment's ACK (delayed up to 40 ms) whenever one is outstanding, which dominates latency."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):            # not a TCP socket (e.g. a websocket wrapper)
+        pass
 
 
 class MqttLink:
@@ -33,7 +43,7 @@ class MqttLink:
         self.connected = threading.Event()
         self.stopping = False
         self.connects = 0
-        c = self.client = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
                                       protocol=mqtt.MQTTv5, manual_ack=True)
         c.enable_logger(logging.getLogger("edgelstm.paho"))
         c.suppress_exceptions = True            # an exception in a callback never kills the loop
