@@ -11,6 +11,7 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +26,13 @@ from .replay import ReplayCache
 from .streams import WRAP, StreamInfo, advance, classify
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Window:
+    acks: list                                  # acknowledgements to send, in arrival order
+    pubs: list                                  # paho MessageInfo of the window's predictions
+    snapshot: checkpoint.Checkpoint             # the state these readings led to
 
 
 def settle_heap() -> None:
@@ -48,6 +56,7 @@ class Daemon:
         self.info: dict[str, StreamInfo] = {}
         self.pending_acks: list = []
         self.pending_pubs: list = []               # this commit window's prediction publishes
+        self.closing: Window | None = None         # the window waiting for its predictions' PUBACKs
         self.dirty = False                         # state changed since the last checkpoint
         self.held: dict[str, dict[int, object]] = {}   # stream -> seq -> Inbound (the reorder buffer)
         self.sink = sink                           # callable(stream, seq, t_in, y, replay) overriding outputs
@@ -88,16 +97,18 @@ class Daemon:
             self.info[meta["id"]] = StreamInfo(meta["last_seq"], meta.get("boot"), meta.get("last_t"), time.time())
         log.info("restored %d streams from %s", len(ckpt.streams), path)
 
-    def save_checkpoint(self) -> None:
-        if not self.cfg.checkpoint:
-            return
+    def snapshot(self) -> checkpoint.Checkpoint:
+        """Every stream's state and sequence position now, copied."""
         ids = [s for s in self.bank.ids if s in self.info and self.info[s].last_seq is not None]
         states = np.array([self.bank.get_state(s).values for s in ids], np.float32).reshape(
             len(ids), self.model.state_size)
         streams = [{"id": s, "last_seq": self.info[s].last_seq, "boot": self.info[s].boot,
                     "last_t": self.info[s].last_t} for s in ids]
-        checkpoint.save(self.cfg.checkpoint, checkpoint.Checkpoint(self.model.content_hash, self.model.state_size,
-                                                                   streams, states))
+        return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, streams, states)
+
+    def save_checkpoint(self) -> None:
+        if self.cfg.checkpoint:
+            checkpoint.save(self.cfg.checkpoint, self.snapshot())
 
     def open_links(self) -> None:
         from ..transports.mqtt_link import MqttLink
@@ -161,20 +172,30 @@ class Daemon:
         return items
 
     def _maybe_commit(self, now: float, last: dict) -> None:
-        """Commit = the window's predictions confirmed by the broker, then a checkpoint, then the
-        readings acknowledged. A crash before the end of a commit makes the broker deliver the
-        window's readings again; the restored state re-applies them to the same predictions."""
-        acking_on_checkpoint = self.cfg.ack == "checkpoint" and self.mqtt is not None
-        interval = self.cfg.commit_interval_s if acking_on_checkpoint else self.cfg.checkpoint_interval_s
-        if self.cfg.checkpoint and now - last["checkpoint"] >= interval and (self.pending_acks or self.dirty):
-            if not self._predictions_confirmed():
-                return                          # broker busy or away: try again next turn
-            self.save_checkpoint()
-            self.dirty = False
+        """With ack = "checkpoint", a commit window closes every commit_interval_s: its readings'
+        acks, its predictions and a snapshot of the state they led to are set aside, and intake
+        goes on. Once the broker has confirmed those predictions, the snapshot is written and the
+        readings acknowledged. A crash before that makes the broker deliver the window's readings
+        again, and the older checkpoint re-applies them to the same predictions."""
+        if not (self.cfg.ack == "checkpoint" and self.mqtt is not None):
+            if self.cfg.checkpoint and now - last["checkpoint"] >= self.cfg.checkpoint_interval_s and self.dirty:
+                self.save_checkpoint()
+                self.dirty = False
+                last["checkpoint"] = now
+            self._ack_pending()
+            return
+        if self.closing is None and now - last["checkpoint"] >= self.cfg.commit_interval_s and (
+                self.pending_acks or self.dirty):
+            self.closing = Window(self.pending_acks, self.pending_pubs, self.snapshot())
+            self.pending_acks, self.pending_pubs, self.dirty = [], [], False
             last["checkpoint"] = now
-            self._ack_pending()
-        elif not acking_on_checkpoint:
-            self._ack_pending()
+        if self.closing is not None:
+            self.closing.pubs = [i for i in self.closing.pubs if not self.mqtt.confirmed(i)]
+            if not self.closing.pubs:             # else: broker busy or away, try again next turn
+                checkpoint.save(self.cfg.checkpoint, self.closing.snapshot)
+                for ack in self.closing.acks:     # in arrival order, as MQTT requires
+                    ack()
+                self.closing = None
 
     def _predictions_confirmed(self, wait_s: float = 0.0) -> bool:
         deadline = time.monotonic() + wait_s
@@ -416,6 +437,10 @@ class Daemon:
                 break
         if leftover:
             self.process(leftover)
+        if self.closing is not None:               # one commit covers both windows now
+            self.pending_acks = self.closing.acks + self.pending_acks
+            self.pending_pubs = self.closing.pubs + self.pending_pubs
+            self.closing = None
         confirmed = self.mqtt is None or self._predictions_confirmed(wait_s=3.0)
         if self.cfg.checkpoint and confirmed:
             self.save_checkpoint()

@@ -23,7 +23,6 @@ from paho.mqtt.properties import Properties
 from ..protocol import payload
 from . import Inbound
 
-
 log = logging.getLogger(__name__)
 
 
