@@ -35,6 +35,11 @@ class Window:
     snapshot: checkpoint.Checkpoint             # the state these readings led to
 
 
+def send_acks(acks: list) -> None:
+    for ack in acks:                            # in arrival order, as MQTT requires
+        ack()
+
+
 def settle_heap() -> None:
     """Put what start-up left alive (numba, llvmlite, the model: ~100k objects) beyond the garbage
     collector's reach. A full collection over them took 42 ms on a 2-core VM: a pause that
@@ -130,7 +135,7 @@ class Daemon:
         settle_heap()
         systemd.notify("READY=1\nSTATUS=running")
         watchdog = systemd.watchdog_interval()
-        last = {"watchdog": 0.0, "commit": time.monotonic(), "checkpoint": time.monotonic(),
+        last = {"watchdog": 0.0, "checkpoint": time.monotonic(),
                 "log": time.monotonic(), "evict": time.monotonic()}
         try:
             while not self.stop_event.is_set():
@@ -193,8 +198,7 @@ class Daemon:
             self.closing.pubs = [i for i in self.closing.pubs if not self.mqtt.confirmed(i)]
             if not self.closing.pubs:             # else: broker busy or away, try again next turn
                 checkpoint.save(self.cfg.checkpoint, self.closing.snapshot)
-                for ack in self.closing.acks:     # in arrival order, as MQTT requires
-                    ack()
+                send_acks(self.closing.acks)
                 self.closing = None
 
     def _predictions_confirmed(self, wait_s: float = 0.0) -> bool:
@@ -206,8 +210,7 @@ class Daemon:
             time.sleep(0.01)
 
     def _ack_pending(self) -> None:
-        for ack in self.pending_acks:          # in arrival order, as MQTT requires
-            ack()
+        send_acks(self.pending_acks)
         self.pending_acks.clear()
 
     def process(self, items: list) -> None:
