@@ -2,31 +2,36 @@
 
     .venv/bin/python benchmarks/bench_e2e.py [--seconds 3] [--repeats 3] [--rates 500,2000] [--streams 100]
 
-Each point: a publisher (paho, QoS 1, paced) sends JSON readings round-robin over the streams,
-stamping its send time in "t"; the service under test answers; a subscriber in its own process
-(sharing no interpreter lock with the publisher) records receive time minus "t". Two services,
-side by side on the same broker and load:
+The load is `mqtt_load` (benchmarks/mqtt_load.c, compiled here with the system compiler): one C
+process that publishes JSON readings (QoS 1, paced, round-robin over the streams, send time in
+"t") and subscribes to the answers, timing receive time - "t_in". Written in C so that the load
+takes almost no CPU from the service under test: broker, service and load share this machine's
+cores. Services side by side, on the same broker and load:
 
-  edgelstm    `edgelstm run` as deployed: its own process, default ack = "checkpoint"
-  paho relay  benchmarks/paho_relay.py: the daemon's threading (paho thread -> queue -> worker,
-              QoS 1 answer, manual ack) with no model, state or checkpoint; the floor for any
-              Python service built on paho on this machine
+  edgelstm         `edgelstm run` as deployed: its own process, default ack = "checkpoint"
+  paho relay       benchmarks/paho_relay.py: the daemon's threading (paho thread -> queue ->
+                   worker, QoS 1 answer, manual ack), no model, state or checkpoint: the floor
+                   for a Python service built on paho the way the daemon must be
+  paho 1-thread    paho_relay.py --single-thread: answers inside on_message, no hand-off: the
+                   floor for any Python service on paho
+  C relay          mqtt_load relay: the same answers from C, a write per read: the floor of this
+                   broker and machine
 
-Reports, per point, medians over --repeats runs of p50/p99 latency and of the readings still
-unanswered 10 s after publishing stopped ("late": a backlog, not a loss), the highest rate each
-sustains, and edgelstm / relay ratios. Writes benchmarks/results/bench_e2e.{json,png}.
-Broker, services and load generator share this machine's cores.
+Reports, per point, medians over --repeats runs of p50/p99 latency, of the readings still
+unanswered 10 s after publishing stopped ("late": a backlog, not a loss) and of the service's
+CPU time per reading; the highest rate each sustains; ratios to the paho relay. Writes
+benchmarks/results/bench_e2e.{json,png}.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,72 +43,40 @@ sys.path.insert(0, str(ROOT / "tests"))         # the test suite's private-broke
 sys.path.insert(0, str(ROOT))
 from broker import Broker  # noqa: E402
 from common import RESULTS, machine, progress, write_json  # noqa: E402
-from daemon_helpers import DaemonProcess, v5_client  # noqa: E402
+from daemon_helpers import DaemonProcess  # noqa: E402
 
-SERVICES = ("edgelstm", "paho relay")
+SERVICES = ("edgelstm", "paho relay", "paho 1-thread", "C relay")
 DRAIN_S = 10.0
+LOAD_SRC = ROOT / "benchmarks" / "mqtt_load.c"
+LOAD_EXE = ROOT / "build" / "mqtt_load"
 
 
-# -- the subscriber, in its own process ---------------------------------------------------------
-
-def subscriber_main(port: int, topic_filter: str) -> None:
-    """stdin "count" -> answers received so far; "dump" -> their latencies (ms) as JSON, then exit."""
-    first: dict = {}
-    lock = threading.Lock()
-
-    def on_message(client, userdata, msg):
-        now = time.time()
-        d = json.loads(msg.payload)
-        with lock:
-            first.setdefault((d["stream"], d["seq"]), (now - d["t_in"]) * 1e3)
-
-    c = v5_client(port, f"sub-{uuid.uuid4().hex[:8]}", on_message)
-    subscribed = threading.Event()
-    c.on_connect = lambda client, *a: client.subscribe(topic_filter, qos=1)
-    c.on_subscribe = lambda *a: subscribed.set()
-    c.loop_start()
-    subscribed.wait(10)
-    print("ready", flush=True)
-    for line in sys.stdin:
-        with lock:
-            if line.strip() == "count":
-                print(len(first), flush=True)
-            else:
-                print(json.dumps(list(first.values())), flush=True)
-                break
-    c.disconnect()
-    c.loop_stop()
+def build_load() -> Path:
+    """Compile mqtt_load.c when the binary is missing or older than its source."""
+    if LOAD_EXE.exists() and LOAD_EXE.stat().st_mtime >= LOAD_SRC.stat().st_mtime:
+        return LOAD_EXE
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("bench_e2e needs a C compiler for its load generator: apt-get install gcc")
+    LOAD_EXE.parent.mkdir(exist_ok=True)
+    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-o", str(LOAD_EXE), str(LOAD_SRC), "-lm"], check=True)
+    return LOAD_EXE
 
 
-class Subscriber:
-    def __init__(self, port: int, topic_filter: str):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--subscriber", str(port), topic_filter],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the subscriber process did not start")
-
-    def _ask(self, what: str) -> str:
-        self.proc.stdin.write(what + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline()
-
-    def count(self) -> int:
-        return int(self._ask("count"))
-
-    def latencies_ms(self) -> np.ndarray:
-        out = np.array(json.loads(self._ask("dump")))
-        self.proc.wait(timeout=10)
-        return out
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the services under test --------------------------------------------------------------------
 
 class Relay:
-    def __init__(self, port: int, in_filter: str, out_pattern: str):
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "paho_relay.py"), str(port), in_filter,
-                                      out_pattern], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.pid = self.proc.pid
         if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("paho_relay.py did not start")
+            raise RuntimeError(f"{argv[1]} did not start")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -112,12 +85,17 @@ class Relay:
 
 def start_service(service: str, broker, workdir: Path, cid: str):
     in_filter, out_pattern = f"b/{cid}/+/r", f"b/{cid}/{{stream}}/p"
+    relay = [sys.executable, str(ROOT / "benchmarks" / "paho_relay.py"), str(broker.port), in_filter, out_pattern]
     if service == "paho relay":
-        return Relay(broker.port, in_filter, out_pattern)
+        return Relay(relay)
+    if service == "paho 1-thread":
+        return Relay(relay + ["--single-thread"])
+    if service == "C relay":
+        return Relay([str(LOAD_EXE), "relay", str(broker.port), f"b/{cid}"])
     workdir.mkdir()
     daemon = DaemonProcess(workdir, broker.url, client_id=cid,
                            mqtt_extra=f'subscribe = "{in_filter}"\npublish = "{out_pattern}"').start()
-    daemon.stop = daemon.terminate
+    daemon.stop, daemon.pid = daemon.terminate, daemon.proc.pid
     return daemon
 
 
@@ -126,35 +104,27 @@ def start_service(service: str, broker, workdir: Path, cid: str):
 def run_point(broker, workdir: Path, service: str, rate: int, streams: int, seconds: float) -> dict:
     cid = f"{service.split()[0]}-{rate}-{streams}-{uuid.uuid4().hex[:6]}"
     svc = start_service(service, broker, workdir / cid, cid)
-    sub = Subscriber(broker.port, f"b/{cid}/+/p")
-    pub = v5_client(broker.port, f"{cid}-pub", inflight=1000)
-    pub.loop_start()
     time.sleep(0.5)
-    n, x = int(rate * seconds), [0.1, -0.9, 0.3]
-    t0 = time.time()
-    for k in range(n):
-        delay = t0 + k / rate - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        pub.publish(f"b/{cid}/s{k % streams}/r", json.dumps({"seq": k // streams, "t": time.time(), "x": x}), qos=1)
-    send_s = time.time() - t0
-    deadline = time.time() + DRAIN_S
-    while sub.count() < n and time.time() < deadline:
-        time.sleep(0.05)
-    drain_s = time.time() - t0 - send_s
-    ms = sub.latencies_ms()
+    cpu0 = cpu_seconds(svc.pid)
+    load = subprocess.run([str(LOAD_EXE), "load", str(broker.port), f"b/{cid}", str(rate), str(seconds), str(streams),
+                           str(DRAIN_S)], capture_output=True, text=True, timeout=seconds + DRAIN_S + 30)
+    cpu = cpu_seconds(svc.pid) - cpu0
     svc.stop()
-    pub.disconnect()
-    pub.loop_stop()
-    return {"service": service, "rate": rate, "streams": streams, "sent": n, "late": n - len(ms),
-            "achieved_rate": n / send_s, "drain_s": drain_s,
+    if load.returncode != 0:
+        raise RuntimeError(f"mqtt_load failed: {load.stderr.strip()}")
+    head, *lines = load.stdout.splitlines()
+    words = head.split()                      # sent N received R send_s S drain_s D
+    sent, received, send_s, drain_s = int(words[1]), int(words[3]), float(words[5]), float(words[7])
+    ms = np.array([float(v) for v in lines])
+    return {"service": service, "rate": rate, "streams": streams, "sent": sent, "late": sent - received,
+            "achieved_rate": sent / send_s, "drain_s": drain_s, "cpu_us_per_reading": 1e6 * cpu / max(received, 1),
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
 
 
 def median_row(runs: list[dict]) -> dict:
     row = dict(runs[0])
-    for key in ("late", "achieved_rate", "drain_s", "p50_ms", "p99_ms"):
+    for key in ("late", "achieved_rate", "drain_s", "cpu_us_per_reading", "p50_ms", "p99_ms"):
         values = [r[key] for r in runs if r[key] is not None]
         row[key] = statistics.median(values) if values else None
     row["runs"] = runs
@@ -173,8 +143,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="runs per point; medians are reported")
     parser.add_argument("--rates", default="500,1000,2000,3000,5000,10000", help="readings per second to try")
     parser.add_argument("--streams", default="100", help="stream counts to try")
+    parser.add_argument("--services", default=",".join(SERVICES), help="which services to run, comma-separated")
     args = parser.parse_args()
     points = [(s, r) for s in map(int, args.streams.split(",")) for r in map(int, args.rates.split(","))]
+    build_load()
     runs: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -183,11 +155,12 @@ def main():
         try:
             for rep in range(args.repeats):              # services interleaved: both see the same noise
                 for streams, rate in points:
-                    for service in SERVICES:
+                    for service in args.services.split(","):
                         r = run_point(broker, work, service, rate, streams, args.seconds)
                         runs.setdefault((service, rate, streams), []).append(r)
-                        progress(f"run {rep + 1}/{args.repeats} {service:>10}: {rate}/s over {streams} streams: "
-                                 f"p50 {r['p50_ms'] or 0:.2f} ms p99 {r['p99_ms'] or 0:.2f} ms, late {r['late']}")
+                        progress(f"run {rep + 1}/{args.repeats} {service:>13}: {rate}/s over {streams} streams: "
+                                 f"p50 {r['p50_ms'] or 0:.2f} ms p99 {r['p99_ms'] or 0:.2f} ms, late {r['late']}, "
+                                 f"{r['cpu_us_per_reading']:.0f} us CPU per reading")
         finally:
             broker.stop()
     rows = [median_row(v) for v in runs.values()]
@@ -202,17 +175,19 @@ def main():
 
 def print_table(rows: list[dict], args) -> None:
     print(f"\nmedians of {args.repeats} runs of {args.seconds:g} s; late = unanswered {DRAIN_S:g} s after publishing "
-          "stopped (a backlog, not a loss)")
-    print(f"{'rate/s':>7}{'streams':>8} | {'edgelstm p50':>12}{'p99':>8}{'late':>6} | {'relay p50':>10}{'p99':>8}"
-          f"{'late':>6} | {'p50 ratio':>9}{'p99 ratio':>10}")
+          "stopped (a backlog, not a loss); ratios are to the paho relay")
+    print(f"{'rate/s':>7}{'streams':>8}  {'service':<14}{'p50 ms':>9}{'p99 ms':>9}{'late':>7}{'CPU us/reading':>16}"
+          f"{'p50 ratio':>11}{'p99 ratio':>11}")
     by = {(r["service"], r["rate"], r["streams"]): r for r in rows}
-    for (service, rate, streams), d in sorted(by.items(), key=lambda kv: (kv[0][2], kv[0][1])):
-        if service != "edgelstm":
-            continue
-        b = by[("paho relay", rate, streams)]
-        ratios = [f"{d[k] / b[k]:.2f}x" if d[k] and b[k] else "-" for k in ("p50_ms", "p99_ms")]
-        print(f"{rate:>7}{streams:>8} | {d['p50_ms']:>12.2f}{d['p99_ms']:>8.1f}{d['late']:>6.0f} | "
-              f"{b['p50_ms']:>10.2f}{b['p99_ms']:>8.1f}{b['late']:>6.0f} | {ratios[0]:>9}{ratios[1]:>10}")
+    for streams, rate in sorted({(r["streams"], r["rate"]) for r in rows}):
+        base = by.get(("paho relay", rate, streams))
+        for service in SERVICES:
+            d = by.get((service, rate, streams))
+            if d is None:
+                continue
+            ratios = [f"{d[k] / base[k]:.2f}x" if base and d[k] and base[k] else "-" for k in ("p50_ms", "p99_ms")]
+            print(f"{rate:>7}{streams:>8}  {service:<14}{d['p50_ms'] or 0:>9.2f}{d['p99_ms'] or 0:>9.1f}"
+                  f"{d['late']:>7.0f}{d['cpu_us_per_reading']:>16.0f}{ratios[0]:>11}{ratios[1]:>11}")
 
 
 def plot(rows):
@@ -220,7 +195,7 @@ def plot(rows):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for service, color in zip(SERVICES, ("tab:blue", "tab:gray")):
+    for service, color in zip(SERVICES, ("tab:blue", "tab:gray", "tab:orange", "tab:green")):
         for streams in sorted({r["streams"] for r in rows}):
             pts = sorted((r for r in rows if r["service"] == service and r["streams"] == streams and r["p50_ms"]),
                          key=lambda r: r["rate"])
@@ -242,7 +217,4 @@ def plot(rows):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--subscriber":
-        subscriber_main(int(sys.argv[2]), sys.argv[3])
-    else:
-        main()
+    main()

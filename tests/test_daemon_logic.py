@@ -155,4 +155,4 @@ def test_reset_and_hello_frames():
     np.testing.assert_array_equal(got[("a", 3)][0], edgelstm.load(MODEL).stream().step(XS[3]))
     d.process([msg(4, serial=True), Inbound("a", None, boot=8), msg(0, serial=True)])   # a reboot
     np.testing.assert_array_equal(got[("a", 0)][-1], EXPECTED[0])
-    assert d.metrics.resets.labels("a", "reboot")._value.get() == 1
+    assert d.metrics.resets.values[("a", "reboot")] == 1

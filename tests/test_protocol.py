@@ -137,3 +137,18 @@ def test_frame_size_limits():
         frame.encode(Frame(MsgType.READING, 0, 0, bytes(frame.MAX_PAYLOAD + 1)))
     big = frame.encode(Frame(MsgType.READING, 0, 0, bytes([1]) * frame.MAX_PAYLOAD))
     assert len(big) <= frame.MAX_ENCODED
+
+
+@pytest.mark.parametrize("stream,y,replay", [
+    ("s1", [0.1, -2.5e-7, 3.0], False),
+    ('we"ird\\/é', [float("inf"), float("-inf"), float("nan")], True),   # what json.dumps writes for these
+    ("x", list(np.random.default_rng(0).standard_normal(8)), False),
+])
+def test_prediction_json_is_what_json_dumps_writes(stream, y, replay):
+    y = np.array(y, np.float32)
+    want = {"stream": stream, "seq": 2**40, "t_in": 1763800000.25, "t_out": 1763800000.2513, "model": "ab12",
+            "y": [float(v) for v in y]}
+    if replay:
+        want["replay"] = True
+    got = payload.prediction_json(stream, 2**40, 1763800000.25, 1763800000.2513, "ab12", y, replay=replay)
+    assert got == json.dumps(want, separators=(",", ":")).encode()

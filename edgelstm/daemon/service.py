@@ -266,11 +266,11 @@ class Daemon:
         r, info = item.reading, self.info.setdefault(item.stream, StreamInfo())
         held = self.held.get(item.stream, {})
         if not item.released:
-            m.readings.labels(item.stream).inc()
+            m.readings.inc(item.stream)
         verdict = classify(info, r.seq, r.boot, r.t, pol.max_gap_s, zero_is_reboot=item.serial)
         if verdict.duplicate or (not item.released and r.seq in held):
             self._ack_later(item)
-            m.duplicates.labels(item.stream).inc()
+            m.duplicates.inc(item.stream)
             if verdict.duplicate:
                 self._replay(item.stream, r.seq)
             return False
@@ -282,14 +282,14 @@ class Daemon:
             return False
         self._ack_later(item)
         if verdict.missing:
-            m.gaps.labels(item.stream).inc(verdict.missing)
+            m.gaps.inc(item.stream, by=verdict.missing)
         if verdict.reboot:
             self.replay.forget(item.stream)                  # its seqs start over
             self._reset(item.stream, "reboot", pol.reboot)
         if verdict.time_gap:
             self._reset(item.stream, "time_gap", pol.gap)
         if not np.isfinite(r.x).all():
-            m.nonfinite.labels(item.stream).inc()
+            m.nonfinite.inc(item.stream)
             self._reset(item.stream, "nonfinite", pol.nonfinite)
             advance(info, r.seq, r.boot, None, time.time())
             return False
@@ -302,7 +302,7 @@ class Daemon:
         hit = self.replay.lookup(stream, seq)
         if hit is not None:
             self.emit(stream, seq, hit[0], hit[1], replay=True)
-            self.metrics.replays.labels(stream).inc()
+            self.metrics.replays.inc(stream)
 
     def _ack_later(self, item) -> None:
         if item.ack is not None:
@@ -311,11 +311,11 @@ class Daemon:
     def _control(self, item) -> None:
         """A message that is not a reading: a bad payload, a RESET or a HELLO frame."""
         if item.bad_reason:
-            self.metrics.bad_payloads.labels(item.bad_reason).inc()
+            self.metrics.bad_payloads.inc(item.bad_reason)
         elif item.reset:
             if item.stream in self.bank:
                 self.bank.reset(item.stream)
-                self.metrics.resets.labels(item.stream, "requested").inc()
+                self.metrics.resets.inc(item.stream, "requested")
         elif item.boot is not None:                                      # HELLO after a boot
             info = self.info.setdefault(item.stream, StreamInfo())
             if info.boot is not None and info.boot != item.boot:
@@ -324,14 +324,14 @@ class Daemon:
                 info.last_seq = None
                 for stale in self.held.pop(item.stream, {}).values():    # readings of the old boot
                     self._ack_later(stale)
-                    self.metrics.drops.labels("stale_after_reboot").inc()
+                    self.metrics.drops.inc("stale_after_reboot")
             info.boot = item.boot
 
     def _reset(self, stream: str, reason: str, policy: str) -> None:
         if policy == "reset":
             if stream in self.bank:
                 self.bank.reset(stream)
-            self.metrics.resets.labels(stream, reason).inc()
+            self.metrics.resets.inc(stream, reason)
 
     def _step(self, batch: list) -> None:
         ids = [it.stream for it in batch]
@@ -342,26 +342,29 @@ class Daemon:
             failed = set()
         except NumericalError as exc:
             Y, failed = exc.outputs, set(exc.failed_ids)
-        self.metrics.observe("step", time.perf_counter() - t0)
+        self.metrics.observe("step", [time.perf_counter() - t0])
         now = time.time()
+        received = []                           # t_recv of the readings answered
         for it, y in zip(batch, Y):
             r, info = it.reading, self.info[it.stream]
+            advance(info, r.seq, r.boot, r.t, now)
             if it.stream in failed:
                 self._reset(it.stream, "numerical", "reset")
-                advance(info, r.seq, r.boot, r.t, now)
                 continue
-            advance(info, r.seq, r.boot, r.t, now)
             t_in = r.t if r.t is not None else it.t_recv
             self.emit(it.stream, r.seq, t_in, y)
             self.replay.remember(it.stream, r.seq, t_in, y)
-            self.metrics.predictions.labels(it.stream).inc()
-            self.metrics.observe("e2e", time.time() - it.t_recv)
+            self.metrics.predictions.inc(it.stream)
+            received.append(it.t_recv)
+        if received:
+            now = time.time()
+            self.metrics.observe("e2e", [now - t for t in received])
 
     def emit(self, stream: str, seq: int, t_in: float, y: np.ndarray, replay: bool = False) -> None:
         if self.cfg.serial.reply:
             for src in self.sources:
                 if not src.send_prediction(stream, seq, y):
-                    self.metrics.drops.labels("serial_reply").inc()
+                    self.metrics.drops.inc("serial_reply")
         if self.sink is not None:
             self.sink(stream, seq, t_in, y, replay)
             return
@@ -369,7 +372,7 @@ class Daemon:
         if self.cfg.output_kind == "mqtt" and self.mqtt is not None:
             info = self.mqtt.publish(self.cfg.mqtt.publish.format(stream=stream), data, self.cfg.mqtt.qos)
             if info is None:
-                self.metrics.drops.labels("publish_queue_full").inc()
+                self.metrics.drops.inc("publish_queue_full")
             elif self.cfg.mqtt.qos and self.cfg.ack == "checkpoint":
                 self.pending_pubs.append(info)
         else:
@@ -379,7 +382,7 @@ class Daemon:
         for reason, n in list(self.drops.items()):
             new = n - self._drops_seen.get(reason, 0)
             if new:
-                self.metrics.drops.labels(reason).inc(new)
+                self.metrics.drops.inc(reason, by=new)
                 self._drops_seen[reason] = n
 
     def evict_idle(self, force_one: bool = False) -> None:
@@ -391,7 +394,7 @@ class Daemon:
                 self.replay.forget(stream)
                 del self.info[stream]
                 self.metrics.forget(stream)
-                self.metrics.drops.labels("evicted_idle" if not force_one else "evicted_capacity").inc()
+                self.metrics.drops.inc("evicted_idle" if not force_one else "evicted_capacity")
                 log.info("stream %s evicted (idle %.0f s)", stream, now - last_seen)
                 force_one = False
         self.metrics.streams.set(len(self.bank))
