@@ -51,6 +51,22 @@ def test_10k_readings_over_20_streams_match_offline(tmp_path, broker):
     pub.stop()
 
 
+def test_a_broker_slower_than_the_daemon_gets_back_pressure_not_drops(tmp_path, broker):
+    """One prediction in flight and room for 5 more: the daemon outruns the broker's
+    confirmations at once. While connected it must wait for room, not drop predictions."""
+    xs = readings(10, 200)
+    daemon = DaemonProcess(tmp_path, broker.url, mqtt_extra="max_inflight_out = 1\nmax_queued_out = 5").start()
+    collector, pub = Collector(broker.port), Publisher(broker.port)
+    pub.send_readings(xs)
+    assert pub.wait_all(60)
+    assert collector.wait_for(2_000, 60), f"{len(collector.got)} of 2000 predictions"
+    assert daemon.total("edgelstm_drops_total") == 0
+    assert daemon.terminate() == 0 and daemon.stop_seconds < 5
+    assert_matches_offline(collector, xs, daemon.checkpoint)
+    collector.stop()
+    pub.stop()
+
+
 def test_broker_killed_10_times_loses_nothing_applies_nothing_twice(tmp_path, broker):
     xs = readings(20, 250, seed=1)
     # The sender re-sends after a few seconds; held readings must wait that long for the lost one.

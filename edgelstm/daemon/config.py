@@ -31,9 +31,11 @@ class MqttConfig:
     keepalive_s: int = 30
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
-    max_queued_out: int = 10_000        # publishes held while the broker is away
+    max_queued_out: int = 10_000        # predictions waiting to go out (while the broker is away too)
+    publish_wait_s: float = 5.0         # connected and max_queued_out full: wait this long, then drop
+    max_inflight_out: int = 1000        # unacknowledged predictions (at most the broker's Receive Maximum)
     max_packet_bytes: int = 65_536
-    receive_maximum: int = 65_535       # unacknowledged readings the broker may send us
+    receive_maximum: int = 5_000        # unacknowledged readings the broker may send us
     username: str = ""
     password_env: str = "EDGELSTM_MQTT_PASSWORD"
     password_file: str = ""
@@ -138,6 +140,11 @@ class DaemonConfig:
                 f"receive window stops the broker sending the reading they wait for")
         if self.mqtt.qos not in (0, 1):
             raise ConfigError("mqtt.qos must be 0 or 1")
+        if self.mqtt.url and self.mqtt.subscribe and self.mqtt.qos and self.mqtt.receive_maximum > self.queue_size:
+            raise ConfigError(
+                f"mqtt.receive_maximum ({self.mqtt.receive_maximum}) must be at most queue_size ({self.queue_size}): "
+                "then the broker stops sending before the queue is full, and paho's thread never waits on it "
+                "(it must stay free to take the broker's confirmations of our predictions)")
         if self.policy.replay_window < 0:
             raise ConfigError("policy.replay_window must be 0 (off) or more")
         for name in ("capacity", "queue_size", "max_batch"):

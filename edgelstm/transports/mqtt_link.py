@@ -15,6 +15,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -48,7 +49,7 @@ class MqttLink:
         c.suppress_exceptions = True            # an exception in a callback never kills the loop
         c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         c.max_queued_messages_set(cfg.max_queued_out)
-        c.max_inflight_messages_set(100)
+        c.max_inflight_messages_set(cfg.max_inflight_out)
         c.will_set(self.status_topic, b"offline", qos=1, retain=True)
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password())
@@ -56,6 +57,7 @@ class MqttLink:
             c.tls_set(ca_certs=cfg.tls_ca or None, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None,
                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
+        c.on_publish = self._on_publish
         c.on_socket_open = no_nagle
         prefix, _, suffix = cfg.subscribe.partition("+")
         self._prefix, self._suffix = prefix, suffix
@@ -90,6 +92,13 @@ class MqttLink:
             log.warning("mqtt: connection refused: %s", reason_code)
             return
         self.connects += 1
+        # MQTT v5: a broker may refuse publishes beyond its Receive Maximum ("quota exceeded",
+        # counted as publish_rejected). paho neither applies it nor lets us change the limit now.
+        broker_max = getattr(properties, "ReceiveMaximum", 65_535)
+        if broker_max < self.cfg.max_inflight_out and self.connects == 1:
+            log.info("mqtt: the broker's Receive Maximum is %d, mqtt.max_inflight_out %d: if it refuses predictions "
+                     "(edgelstm_drops_total{reason=\"publish_rejected\"}), lower mqtt.max_inflight_out to %d or raise "
+                     "the broker's max_inflight_messages", broker_max, self.cfg.max_inflight_out, broker_max)
         log.info("mqtt: connected to %s:%d (session present: %s)", *self.cfg.host_port, flags.session_present)
         if self.out is not None and self.cfg.subscribe:
             client.subscribe(self.cfg.subscribe, qos=self.cfg.qos)
@@ -100,6 +109,12 @@ class MqttLink:
         self.connected.clear()
         if not self.stopping:
             log.warning("mqtt: disconnected (%s); reconnecting with backoff", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        if reason_code.is_failure:                  # e.g. not authorized to publish on that topic
+            self.drops["publish_rejected"] = self.drops.get("publish_rejected", 0) + 1
+            log.warning("mqtt: the broker refused a prediction (%s): check its ACL for %s", reason_code,
+                        self.cfg.publish)
 
     def _on_message(self, client, userdata, msg):
         topic = msg.topic
@@ -135,9 +150,25 @@ class MqttLink:
 
     def publish(self, topic: str, data: bytes, qos: int = 1):
         """Queue a publish: its MessageInfo, or None (counted by the caller) when the outgoing
-        queue is full. Messages queued while disconnected are sent after reconnecting."""
-        info = self.client.publish(topic, data, qos=qos)
-        return info if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) else None
+        queue is full. Messages queued while disconnected are sent after reconnecting; while
+        connected, a full queue means the broker is slower than we are, and this waits up to
+        publish_wait_s for it to confirm earlier ones (back-pressure that reaches the readings'
+        producers through the broker), rather than drop a prediction the broker would take.
+        Never while the input queue is full: paho's thread may be waiting there, and only that
+        thread takes the broker's confirmations (waiting would be a deadlock)."""
+        deadline = None
+        while True:
+            info = self.client.publish(topic, data, qos=qos)
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                return info
+            if (info.rc != mqtt.MQTT_ERR_QUEUE_SIZE or not self.connected.is_set() or self.stopping
+                    or (self.out is not None and self.out.full())):
+                return None
+            now = time.monotonic()
+            deadline = deadline or now + self.cfg.publish_wait_s
+            if now >= deadline:
+                return None
+            time.sleep(0.001)
 
     @staticmethod
     def confirmed(info) -> bool:
