@@ -76,6 +76,17 @@ static size_t put_varint(uint8_t *p, size_t v) {
     return n;
 }
 
+/* MQTT variable byte integer at p into *value; returns bytes read */
+static size_t get_varint(const uint8_t *p, size_t *value) {
+    size_t n = 0, mult = 1;
+    *value = 0;
+    do {
+        *value += (size_t)(p[n] & 0x7f) * mult;
+        mult *= 128;
+    } while (p[n++] & 0x80);
+    return n;
+}
+
 static size_t put_str(uint8_t *p, const char *s, size_t len) {
     p[0] = (uint8_t)(len >> 8);
     p[1] = (uint8_t)len;
@@ -165,8 +176,8 @@ static unsigned mqtt_connect(Conn *c, int port, const char *client_id) {
     wait_packet(c, 0x20, &ack, &ack_len);
     if (ack_len < 2 || ack[1] != 0) { fprintf(stderr, "mqtt_load: connection refused (0x%02x)\n", ack[1]); exit(2); }
     unsigned receive_max = 65535;
-    size_t props_len = 0, mult = 1, i = 2;
-    do { props_len += (size_t)(ack[i] & 0x7f) * mult; mult *= 128; } while (ack[i++] & 0x80);
+    size_t props_len, i = 2;
+    i += get_varint(ack + i, &props_len);
     for (size_t end = i + props_len; i < end && i < ack_len;) {     /* find property 0x21 */
         uint8_t id = ack[i++];
         if (id == 0x21) { receive_max = (unsigned)(ack[i] << 8 | ack[i + 1]); break; }
@@ -210,8 +221,8 @@ static Publish parse_publish(uint8_t first, const uint8_t *body, size_t body_len
         m.id[1] = body[i + 1];
         i += 2;
     }
-    size_t props_len = 0, mult = 1;
-    do { props_len += (size_t)(body[i] & 0x7f) * mult; mult *= 128; } while (body[i++] & 0x80);
+    size_t props_len;
+    i += get_varint(body + i, &props_len);
     i += props_len;
     m.payload = (const char *)body + i;
     m.payload_len = body_len - i;

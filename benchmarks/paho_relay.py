@@ -62,9 +62,10 @@ def main() -> None:
     c.connect("127.0.0.1", port, properties=props)
     if single_thread:
         c.loop_forever()
-    c.loop_start()
-    while True:
-        answer(inbox.get())
+    else:
+        c.loop_start()
+        while True:
+            answer(inbox.get())
 
 
 if __name__ == "__main__":

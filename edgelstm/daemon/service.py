@@ -195,16 +195,19 @@ class Daemon:
             self.pending_acks, self.pending_pubs, self.dirty = [], [], False
             last["checkpoint"] = now
         if self.closing is not None:
-            self.closing.pubs = [i for i in self.closing.pubs if not self.mqtt.confirmed(i)]
+            self.closing.pubs = self._unconfirmed(self.closing.pubs)
             if not self.closing.pubs:             # else: broker busy or away, try again next turn
                 checkpoint.save(self.cfg.checkpoint, self.closing.snapshot)
                 send_acks(self.closing.acks)
                 self.closing = None
 
+    def _unconfirmed(self, pubs: list) -> list:
+        return [info for info in pubs if not self.mqtt.confirmed(info)]
+
     def _predictions_confirmed(self, wait_s: float = 0.0) -> bool:
         deadline = time.monotonic() + wait_s
         while True:
-            self.pending_pubs = [i for i in self.pending_pubs if not self.mqtt.confirmed(i)]
+            self.pending_pubs = self._unconfirmed(self.pending_pubs)
             if not self.pending_pubs or time.monotonic() >= deadline:
                 return not self.pending_pubs
             time.sleep(0.01)

@@ -21,3 +21,9 @@ class Inbound:
     held_at: float = 0.0               # when the reorder buffer took it (monotonic)
     released: bool = False             # it came back out of the reorder buffer
     t_recv: float = field(default_factory=time.time)
+
+
+def count_drop(drops: dict, reason: str) -> None:
+    """Count a message an I/O thread could not hand on; the inference thread moves these
+    counts into its metrics (edgelstm_drops_total{reason})."""
+    drops[reason] = drops.get(reason, 0) + 1

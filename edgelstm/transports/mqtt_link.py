@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..protocol import payload
-from . import Inbound
+from . import Inbound, count_drop
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class MqttLink:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         if reason_code.is_failure:                  # e.g. not authorized to publish on that topic
-            self.drops["publish_rejected"] = self.drops.get("publish_rejected", 0) + 1
+            count_drop(self.drops, "publish_rejected")
             log.warning("mqtt: the broker refused a prediction (%s): check its ACL for %s", reason_code,
                         self.cfg.publish)
 
@@ -134,7 +134,7 @@ class MqttLink:
                 return
             except queue.Full:
                 if self.stopping:
-                    self.drops["shutdown"] = self.drops.get("shutdown", 0) + 1
+                    count_drop(self.drops, "shutdown")
                     return
 
     def _acker(self, mid: int):

@@ -12,7 +12,7 @@ import serial
 
 from ..protocol import frame as framing
 from ..protocol import payload
-from . import Inbound
+from . import Inbound, count_drop
 
 log = logging.getLogger(__name__)
 MAX_LINE = 4096
@@ -147,4 +147,4 @@ class SerialSource:
         try:
             self.out.put_nowait(item)
         except queue.Full:
-            self.drops["queue_full"] = self.drops.get("queue_full", 0) + 1
+            count_drop(self.drops, "queue_full")
