@@ -163,8 +163,12 @@ class Collector:
         self.connected = threading.Event()
         self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message, auth=auth, ca=ca)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.subscribed = threading.Event()
         self.client.loop_start()
-        assert self.connected.wait(10), "collector could not connect"
+        # Ready only once the broker confirmed the subscription: predictions published before
+        # that would not be routed to us (a fresh session has no subscription yet).
+        assert self.connected.wait(10) and self.subscribed.wait(10), "collector could not subscribe"
 
     def _on_connect(self, client, userdata, flags, rc, props):
         client.subscribe("sensors/+/prediction", qos=1)
@@ -178,6 +182,31 @@ class Collector:
 
     def wait_for(self, n: int, timeout: float) -> bool:
         return wait_until(lambda: len(self.got) >= n, timeout, self.lock)
+
+    def shortfall(self, xs: dict, daemon: "DaemonProcess | None" = None, broker=None) -> str:
+        """Why predictions are missing, for an assertion message: which ones, what the daemon
+        counted, its last warnings, and the broker's log about connections."""
+        expected = {(sid, seq) for sid, x in xs.items() for seq in range(len(x))}
+        with self.lock:
+            missing = sorted(expected - set(self.got), key=lambda k: (k[1], k[0]))
+        text = f"{len(expected) - len(missing)} of {len(expected)} predictions; missing e.g. {missing[:8]}"
+        if daemon is not None:
+            try:
+                counts: dict = {}
+                for key, value in daemon.metrics().items():
+                    name = key.split("{")[0]
+                    if name.endswith("_total") and not name.startswith("edgelstm_resets"):
+                        label = key[len(name):] if name == "edgelstm_drops_total" else ""
+                        counts[name + label] = counts.get(name + label, 0) + value
+                text += f"\ndaemon counters: {counts}"
+            except OSError as exc:
+                text += f"\ndaemon metrics unavailable: {exc}"
+            warnings = [ln for ln in daemon.log.read_text().splitlines() if "WARNING" in ln or "ERROR" in ln]
+            text += "\ndaemon warnings:\n" + "\n".join(warnings[-15:])
+        if broker is not None:
+            lines = (broker.dir / "mosquitto.log").read_text(errors="replace").splitlines()
+            text += "\nbroker log:\n" + "\n".join(ln for ln in lines[-30:] if "Saving" not in ln)
+        return text
 
     def stop(self):
         stop_client(self.client)

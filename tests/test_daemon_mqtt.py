@@ -42,7 +42,7 @@ def test_10k_readings_over_20_streams_match_offline(tmp_path, broker):
     collector, pub = Collector(broker.port), Publisher(broker.port)
     pub.send_readings(xs, binary_every=3)
     assert pub.wait_all(60)
-    assert collector.wait_for(10_000, 60), f"{len(collector.got)} of 10000 predictions"
+    assert collector.wait_for(10_000, 60), collector.shortfall(xs, daemon, broker)
     assert daemon.total("edgelstm_predictions_total") == 10_000
     assert daemon.total("edgelstm_duplicates_total") == 0
     assert daemon.terminate() == 0 and daemon.stop_seconds < 5
@@ -59,7 +59,7 @@ def test_a_broker_slower_than_the_daemon_gets_back_pressure_not_drops(tmp_path, 
     collector, pub = Collector(broker.port), Publisher(broker.port)
     pub.send_readings(xs)
     assert pub.wait_all(60)
-    assert collector.wait_for(2_000, 60), f"{len(collector.got)} of 2000 predictions"
+    assert collector.wait_for(2_000, 60), collector.shortfall(xs, daemon, broker)
     assert daemon.total("edgelstm_drops_total") == 0
     assert daemon.terminate() == 0 and daemon.stop_seconds < 5
     assert_matches_offline(collector, xs, daemon.checkpoint)
