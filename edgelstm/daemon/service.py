@@ -245,7 +245,8 @@ class Daemon:
                 nxt = (cursor + 1) % WRAP if cursor is not None else None
                 if nxt in held:
                     seq = nxt
-                elif (now - min(it.held_at for it in held.values()) > pol.reorder_timeout_s
+                # held keeps arrival order, so its first entry is the one waiting longest
+                elif (now - next(iter(held.values())).held_at > pol.reorder_timeout_s
                       or len(held) > pol.reorder_window):
                     seq = min(held, key=lambda s: (s - cursor) % WRAP if cursor is not None else s)
                 else:
