@@ -82,9 +82,10 @@ class DaemonProcess:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            text = self.log.read_text()
-            if "metrics at" in text.split("--- start")[-1] and (not wait_connected or "mqtt: connected" in
-                                                               text.split("--- start")[-1]):
+            text = self.log.read_text().split("--- start")[-1]
+            # Ready once the broker confirmed the subscription: readings published before that
+            # (a first connect has no session yet) would never reach the daemon.
+            if "metrics at" in text and (not wait_connected or "mqtt: subscribed" in text):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"daemon did not come up:\n{self.log.read_text()[-3000:]}")

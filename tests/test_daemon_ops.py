@@ -1,5 +1,6 @@
 """Operating the daemon: authentication without leaking the password, SIGHUP model reload."""
 
+import logging
 import os
 import shutil
 import signal
@@ -8,6 +9,11 @@ import time
 import numpy as np
 from broker import Broker
 from daemon_helpers import MODEL, Collector, DaemonProcess, Publisher, offline, readings
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edgelstm.daemon.config import MqttConfig
+from edgelstm.transports.mqtt_link import MqttLink
 
 SECRET = "s3cret-Pa55word"
 
@@ -89,3 +95,22 @@ def test_tls_with_a_private_ca(tmp_path):
         assert "OpenSSL Error" not in text
     finally:
         broker.stop()
+
+
+
+
+def test_a_subscription_the_broker_refuses_or_downgrades_is_a_warning(caplog):
+    """The SUBACK's verdict reaches the log: a refusal (an ACL, on brokers that check it at
+    subscribe time) says what to check; QoS 0 instead of 1 says that nothing will be kept or
+    redelivered. (Mosquitto can produce neither here: it checks its ACL file at delivery, and with
+    max_qos 0 it refuses the connection outright because of the QoS 1 Last Will.) Every daemon
+    test's start-up waits for the granted case's "mqtt: subscribed" line."""
+    link = MqttLink(MqttConfig(url="mqtt://127.0.0.1:1"), 3, None, {})
+    with caplog.at_level(logging.INFO, logger="edgelstm"):
+        for code in (0x87, 0, 1):
+            link._on_subscribe(link.client, None, 1, [ReasonCode(PacketTypes.SUBACK, identifier=code)], None)
+    refused, downgraded, granted = caplog.records
+    assert refused.levelno == logging.WARNING and "refused the subscription to sensors/+/reading (Not authorized)" \
+        in refused.message and "check the broker's ACL" in refused.message
+    assert downgraded.levelno == logging.WARNING and "with QoS 0 only, not 1" in downgraded.message
+    assert granted.levelno == logging.INFO and granted.message == "mqtt: subscribed to sensors/+/reading (QoS 1)"

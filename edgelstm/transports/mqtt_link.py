@@ -57,7 +57,7 @@ class MqttLink:
             c.tls_set(ca_certs=cfg.tls_ca or None, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None,
                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
-        c.on_publish = self._on_publish
+        c.on_publish, c.on_subscribe = self._on_publish, self._on_subscribe
         c.on_socket_open = no_nagle
         prefix, _, suffix = cfg.subscribe.partition("+")
         self._prefix, self._suffix = prefix, suffix
@@ -104,6 +104,21 @@ class MqttLink:
             client.subscribe(self.cfg.subscribe, qos=self.cfg.qos)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        """The broker's answer to the subscription made in _on_connect. Readings published before
+        it (on a first connect: no session yet) were never routed to us; after it, the session
+        keeps them while we are away."""
+        granted = reason_codes[0]
+        if granted.is_failure:
+            log.warning("mqtt: the broker refused the subscription to %s (%s): no readings will arrive; "
+                        "check the broker's ACL for this client id or user", self.cfg.subscribe, granted)
+        elif granted.value < self.cfg.qos:
+            log.warning("mqtt: subscribed to %s with QoS %d only, not %d: the broker neither keeps readings for "
+                        "us while we are away nor redelivers unacknowledged ones; raise its max_qos",
+                        self.cfg.subscribe, granted.value, self.cfg.qos)
+        else:
+            log.info("mqtt: subscribed to %s (QoS %d)", self.cfg.subscribe, granted.value)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
