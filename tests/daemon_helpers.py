@@ -138,6 +138,11 @@ def v5_client(url_port: int, client_id: str, on_message=None, inflight: int = 20
     return c
 
 
+def expected_keys(xs: dict) -> set:
+    """Every (stream, seq) the readings `xs` should be answered for."""
+    return {(sid, seq) for sid, x in xs.items() for seq in range(len(x))}
+
+
 def wait_until(condition, timeout: float, lock) -> bool:
     """Poll `condition` (under `lock`) until it holds or `timeout` seconds pass."""
     deadline = time.time() + timeout
@@ -161,19 +166,14 @@ class Collector:
         self.got: dict = {}
         self.count = 0
         self.lock = threading.Lock()
-        self.connected = threading.Event()
-        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message, auth=auth, ca=ca)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.subscribed = threading.Event()
+        self.client = v5_client(port, f"collector-{uuid.uuid4().hex[:8]}", self._on_message, auth=auth, ca=ca)
+        self.client.on_connect = lambda client, *a: client.subscribe("sensors/+/prediction", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.loop_start()
         # Ready only once the broker confirmed the subscription: predictions published before
         # that would not be routed to us (a fresh session has no subscription yet).
-        assert self.connected.wait(10) and self.subscribed.wait(10), "collector could not subscribe"
-
-    def _on_connect(self, client, userdata, flags, rc, props):
-        client.subscribe("sensors/+/prediction", qos=1)
-        self.connected.set()
+        assert self.subscribed.wait(10), "collector could not subscribe"
 
     def _on_message(self, client, userdata, msg):
         d = json.loads(msg.payload)
@@ -187,7 +187,7 @@ class Collector:
     def shortfall(self, xs: dict, daemon: "DaemonProcess | None" = None, broker=None) -> str:
         """Why predictions are missing, for an assertion message: which ones, what the daemon
         counted, its last warnings, and the broker's log about connections."""
-        expected = {(sid, seq) for sid, x in xs.items() for seq in range(len(x))}
+        expected = expected_keys(xs)
         with self.lock:
             missing = sorted(expected - set(self.got), key=lambda k: (k[1], k[0]))
         text = f"{len(expected) - len(missing)} of {len(expected)} predictions; missing e.g. {missing[:8]}"
@@ -264,7 +264,7 @@ class Publisher:
         """End-to-end retry, as a sender that must lose nothing does when the broker can lose
         what it acknowledged: every `patience` seconds, send again (same seq, same x) each reading
         whose prediction has not arrived. Returns how many readings were sent again."""
-        expected = {(sid, seq) for sid, x in xs.items() for seq in range(len(x))}
+        expected = expected_keys(xs)
         deadline, resent = time.time() + timeout, 0
         while not collector.wait_for(len(expected), patience) and time.time() < deadline:
             with collector.lock:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from broker import Broker
-from daemon_helpers import Collector, DaemonProcess, Publisher, offline, readings
+from daemon_helpers import Collector, DaemonProcess, Publisher, expected_keys, offline, readings
 
 from edgelstm.daemon import checkpoint
 
@@ -23,7 +23,7 @@ def broker(tmp_path):
 
 def assert_matches_offline(collector, xs, ckpt_path):
     ys, states = offline(xs)
-    expected = {(sid, seq) for sid, x in xs.items() for seq in range(len(x))}
+    expected = expected_keys(xs)
     missing = expected - set(collector.got)
     assert not missing, f"{len(missing)} predictions never arrived, e.g. {sorted(missing)[:5]}"
     for (sid, seq), y in collector.got.items():

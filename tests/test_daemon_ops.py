@@ -1,4 +1,5 @@
-"""Operating the daemon: authentication without leaking the password, SIGHUP model reload."""
+"""Operating the daemon: authentication without leaking the password, SIGHUP model reload, TLS,
+what the broker said to the subscription."""
 
 import logging
 import os
@@ -95,8 +96,6 @@ def test_tls_with_a_private_ca(tmp_path):
         assert "OpenSSL Error" not in text
     finally:
         broker.stop()
-
-
 
 
 def test_a_subscription_the_broker_refuses_or_downgrades_is_a_warning(caplog):
