@@ -31,3 +31,30 @@ class ConfigError(EdgeLSTMError):
 
 class BackendError(EdgeLSTMError):
     """The requested compute backend (e.g. "cuda") cannot be used on this machine."""
+
+
+class Rejected(EdgeLSTMError, ValueError):
+    """A message (payload, frame, line) to drop and count; `reason` is its counter label."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class PayloadError(Rejected):
+    """A reading's payload (MQTT message, frame body, text line) cannot be decoded."""
+
+
+class FrameError(Rejected):
+    """A serial frame that must be dropped (bad checksum, length, version...)."""
+
+
+class CobsError(Rejected):
+    """Bytes that are not valid COBS."""
+
+    def __init__(self, detail: str, reason: str = "cobs"):
+        super().__init__(reason, detail)
+
+
+class CheckpointError(EdgeLSTMError, ValueError):
+    """A checkpoint file is unusable or locked by another daemon."""

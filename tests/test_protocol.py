@@ -1,14 +1,20 @@
 """The wire protocol: COBS known answers, the shared vectors, chunking, resync, corruption."""
 
 import json
+import math
 import random
+import zlib
 
 import numpy as np
 import pytest
 from conftest import ROOT
 
+from edgelstm import errors
+from edgelstm.errors import Rejected
 from edgelstm.protocol import cobs, frame, payload
 from edgelstm.protocol.frame import Frame, FrameDecoder, FrameError, MsgType
+from edgelstm.protocol.payload import Hello, Reading
+from edgelstm.protocol.stream_id import MAX_STREAM_ID_BYTES, check_stream_id
 
 VECTORS = json.loads((ROOT / "firmware_bridge" / "vectors" / "frames.json").read_text())
 
@@ -126,7 +132,7 @@ def test_mqtt_payloads_round_trip_and_reject_bad_ones():
 
 def test_line_mode():
     assert payload.decode_line(b"s1,5,1.0,2.0,3.0\n", 3)[0] == "s1"
-    stream, r = payload.decode_line(b'{"stream": 7, "seq": 2, "x": [0, 0, 1]}', 3)
+    stream, r = payload.decode_line(b'{"stream": "7", "seq": 2, "x": [0, 0, 1]}', 3)
     assert stream == "7" and r.seq == 2
     with pytest.raises(payload.PayloadError):
         payload.decode_line(b"s1,5,1.0,2.0\n", 3)
@@ -152,3 +158,221 @@ def test_prediction_json_is_what_json_dumps_writes(stream, y, replay):
         want["replay"] = True
     got = payload.prediction_json(stream, 2**40, 1763800000.25, 1763800000.2513, "ab12", y, replay=replay)
     assert got == json.dumps(want, separators=(",", ":")).encode()
+
+
+# ---- every decoder rejects bad input with a Rejected error, never another exception ----
+
+def reason_of(decode, *args) -> str:
+    """The counter label decode(*args) rejects with (failing the test on any other exception)."""
+    with pytest.raises(Rejected) as info:
+        decode(*args)
+    return info.value.reason
+
+
+def test_protocol_errors_are_the_shared_rejected_classes():
+    assert payload.PayloadError is errors.PayloadError
+    assert frame.FrameError is errors.FrameError
+    assert cobs.CobsError is errors.CobsError
+    assert reason_of(cobs.decode, b"\x05ab") == "cobs"
+    assert reason_of(frame.decode, b"\x05ab") == "cobs"
+
+
+def test_deep_json_nesting_is_a_json_error():
+    """json.loads raises RecursionError on nesting like this (the MQTT one stays under MAX_JSON_BYTES)."""
+    assert reason_of(payload.decode_mqtt, b"[" * 60_000, 3) == "json"
+    assert reason_of(payload.decode_mqtt, b'{"seq": 1, "x": ' + b"[" * 60_000, 3) == "json"
+    assert reason_of(payload.decode_line, b'{"stream": "s", "x": ' + b"[" * 100_000, 3) == "json"
+
+
+def test_numbers_beyond_the_range_of_a_float_are_rejected():
+    big = b"1" + b"0" * 400
+    cases = {b'{"seq": 1, "x": [' + big + b', 2, 3]}': "value",
+             b'{"seq": 1, "x": [1, 2, 3], "t": ' + big + b"}": "time",
+             b'{"seq": 1, "x": [1, 2, 3], "boot": ' + big + b"}": "boot",
+             b'{"seq": ' + big + b', "x": [1, 2, 3]}': "seq",
+             b'{"seq": 1' + b"0" * 5000 + b', "x": [1, 2, 3]}': "json"}     # past Python's int-digit limit
+    for raw, reason in cases.items():
+        assert reason_of(payload.decode_mqtt, raw, 3) == reason, raw[:40]
+    assert reason_of(payload.decode_line, b"s1," + big + b",1,2,3", 3) == "seq"
+    assert reason_of(payload.decode_line, b"s1," + b"9" * 5000 + b",1,2,3", 3) == "seq"
+    # json reads 1e400 as inf and a float32 overflows to inf: finiteness is the daemon's to count
+    r = payload.decode_mqtt(b'{"seq": 1, "x": [1e400, 1e39, -1' + b"0" * 300 + b"]}", 3)
+    assert r.x.dtype == np.float32 and np.isinf(r.x).all()
+
+
+@pytest.mark.parametrize("seq,ok", [(0, True), (2**32 - 1, True), (2**32, False), (2**40, False), (-1, False)])
+def test_seq_is_u32_in_json_and_line_mode(seq, ok):
+    raws = [(payload.decode_mqtt, b'{"seq": %d, "x": [1, 2, 3]}' % seq),
+            (payload.decode_line, b'{"stream": "s", "seq": %d, "x": [1, 2, 3]}' % seq),
+            (payload.decode_line, b"s,%d,1,2,3" % seq)]
+    for decode, raw in raws:
+        if ok:
+            got = decode(raw, 3)
+            assert (got[1] if isinstance(got, tuple) else got).seq == seq
+        else:
+            assert reason_of(decode, raw, 3) == "seq", raw
+
+
+@pytest.mark.parametrize("boot,want", [("0", 0), ("4294967295", 2**32 - 1), ("null", None),
+                                       ("4294967296", "boot"), ("-1", "boot"), ("true", "boot"),
+                                       ("1.5", "boot"), ('"7"', "boot"), ("[7]", "boot")])
+def test_boot_is_u32_when_present(boot, want):
+    raw = b'{"seq": 1, "x": [1, 2, 3], "boot": %s}' % boot.encode()
+    if want == "boot":
+        assert reason_of(payload.decode_mqtt, raw, 3) == "boot"
+    else:
+        assert payload.decode_mqtt(raw, 3).boot == want
+    assert payload.decode_mqtt(b'{"seq": 1, "x": [1, 2, 3]}', 3).boot is None
+
+
+GOOD_IDS = ["s1", "serial-7", "a b", "é" * 64, "x" * MAX_STREAM_ID_BYTES, "$dev", "温度"]
+BAD_IDS = ["", "a+b", "#", "a/b", "a\x00b", "\x1f", "tab\there", "\x7f", "\ud800", "x" * (MAX_STREAM_ID_BYTES + 1),
+           "é" * 65, 7, None, ["s"], {"s": 1}]
+
+
+def short(value) -> str:
+    return repr(value)[:16]
+
+
+@pytest.mark.parametrize("stream", GOOD_IDS, ids=short)
+def test_check_stream_id_accepts(stream):
+    assert check_stream_id(stream) == stream
+
+
+@pytest.mark.parametrize("stream", BAD_IDS, ids=short)
+def test_check_stream_id_rejects(stream):
+    assert reason_of(check_stream_id, stream) == "stream"
+
+
+@pytest.mark.parametrize("stream", BAD_IDS, ids=short)
+def test_json_lines_with_bad_stream_ids_are_rejected(stream):
+    line = json.dumps({"stream": stream, "seq": 1, "x": [1, 2, 3]}).encode()
+    assert reason_of(payload.decode_line, line, 3) == "stream"
+
+
+@pytest.mark.parametrize("field", [b"\xff\xfe", b"\xed\xa0\x80", b"a\x00b", b"a+b", b"a/b", b"#", b"x" * 129, b""])
+def test_csv_lines_with_bad_stream_ids_are_rejected(field):
+    assert reason_of(payload.decode_line, field + b",1,1,2,3", 3) == "stream"
+
+
+def test_decode_hello_says_boot_protocol_and_inputs():
+    hello = payload.decode_hello(payload.hello_frame(2, 2**32 + 5, 7))
+    assert hello == Hello(boot=5, protocol=frame.VERSION, n_inputs=7)
+    assert reason_of(payload.decode_hello, Frame(MsgType.HELLO, 0, 0, b"\x01\x02")) == "length"
+
+
+# ---- fuzz: random and mutated inputs at every decoder ----
+
+N_INPUTS = 3
+JSON_SEEDS = [b'{"seq": 17, "t": 1763800000.25, "x": [0.1, 0.2, 0.3], "boot": 7}',
+              b'{"seq": 4294967295, "x": [1, -2, 3e38]}',
+              b'{"seq": 0, "x": [0, 0, 0], "t": null, "boot": null}']
+BINARY_SEEDS = [payload.encode_binary(9, [1.5, -2.0, 0.25], 1763800000.5, boot=3), payload.encode_binary(0, [0, 0, 0])]
+LINE_SEEDS = [b"s1,5,1.0,2.0,3.0", b'{"stream": "s1", "seq": 2, "x": [0, 0, 1], "boot": 3}',
+              "dev-é,4294967295,1e38,-0,nan\n".encode()]
+FRAME_SEEDS = [payload.reading_frame(1, 7, [1.0, 2.0, 3.0], 40), payload.hello_frame(2, 9, N_INPUTS),
+               Frame(MsgType.RESET, 3, 0), payload.prediction_frame(4, 5, [0.5]),
+               Frame(MsgType.ERROR, 0, 1, b"\x01\x00oops")]
+# fragments that reach the decoders' edges: nesting, digit limits, u32 bounds, NUL, bad UTF-8, separators
+TOKENS = [b"[", b"{", b'"', b",", b":", b"-", b"\x00", b"\xff", b"\xed\xa0\x80", b"1" * 400, b"9" * 5000,
+          b"e999", b"4294967296", b"-1", b"null", b"true", b"[" * 2000, b'"stream": ', b"+", b"#", b"/", b"\n"]
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(data) + 1)
+        op = rng.randrange(5)
+        if op == 0 and data:
+            data[min(pos, len(data) - 1)] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            del data[pos:pos + rng.randint(1, 4)]
+        elif op == 2:
+            data[pos:pos] = rng.choice(TOKENS)
+        elif op == 3:
+            data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+        else:
+            del data[pos:]
+    return bytes(data)
+
+
+def frame_body(f: Frame) -> bytes:
+    """A frame's bytes before its CRC and stuffing."""
+    return cobs.decode(frame.encode(f)[:-1])[:-frame.CRC.size]
+
+
+def mutated_frame(rng: random.Random) -> bytes:
+    """Half the time a corrupted wire frame (mostly bad CRCs); half a corrupted body with a fresh CRC,
+    which reaches the version/length/type checks and the payload decoders."""
+    seed = rng.choice(FRAME_SEEDS)
+    if rng.random() < 0.5:
+        return mutate(rng, frame.encode(seed))
+    body = mutate(rng, frame_body(seed))[:frame.MAX_FRAME - frame.CRC.size]
+    return cobs.encode(body + frame.CRC.pack(zlib.crc32(body))) + b"\x00"
+
+
+def fuzz_inputs(n: int, seed: int):
+    rng = random.Random(seed)
+    makers = [lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(80))),
+              lambda: mutate(rng, rng.choice(JSON_SEEDS)),
+              lambda: mutate(rng, rng.choice(BINARY_SEEDS)),
+              lambda: mutate(rng, rng.choice(LINE_SEEDS)),
+              lambda: mutated_frame(rng)]
+    for i in range(n):
+        yield makers[i % len(makers)]()
+
+
+def accepted(decode, *args):
+    """decode(*args), or None when it rejects; any other exception fails the test."""
+    try:
+        return decode(*args)
+    except Rejected as exc:
+        assert isinstance(exc.reason, str) and exc.reason
+        return None
+
+
+def assert_well_formed(r: Reading):
+    assert isinstance(r, Reading)
+    assert r.x.dtype == np.float32 and r.x.shape == (N_INPUTS,)
+    assert type(r.seq) is int and 0 <= r.seq < 2**32
+    assert r.boot is None or (type(r.boot) is int and 0 <= r.boot < 2**32)
+    assert r.t is None or (type(r.t) is float and math.isfinite(r.t))
+
+
+def decode_payloads_of(f: Frame, counts: dict) -> None:
+    assert isinstance(f, Frame) and f.type in MsgType._value2member_map_ and 0 <= f.seq < 2**32
+    reading = accepted(payload.decode_frame, f, N_INPUTS)
+    if reading is not None:
+        assert_well_formed(reading)
+        counts["frame_reading"] += 1
+    hello = accepted(payload.decode_hello, f)
+    if hello is not None:
+        assert isinstance(hello, Hello) and 0 <= hello.boot < 2**32
+        counts["hello"] += 1
+
+
+def test_fuzzed_inputs_are_decoded_well_formed_or_rejected():
+    """20,000 random and mutated inputs through every decoder: nothing but Rejected escapes, and every
+    reading accepted is well formed. The counts check the fuzzing reaches past the first checks."""
+    counts = dict.fromkeys(["mqtt", "line", "frame", "frame_reading", "hello"], 0)
+    stream_decoder = FrameDecoder()
+    for data in fuzz_inputs(20_000, seed=20251122):
+        reading = accepted(payload.decode_mqtt, data, N_INPUTS)
+        if reading is not None:
+            assert_well_formed(reading)
+            counts["mqtt"] += 1
+        line = accepted(payload.decode_line, data, N_INPUTS)
+        if line is not None:
+            assert check_stream_id(line[0]) == line[0]
+            assert_well_formed(line[1])
+            counts["line"] += 1
+        accepted(cobs.decode, data)
+        f = accepted(frame.decode, data.removesuffix(b"\x00"))
+        if f is not None:
+            counts["frame"] += 1
+            decode_payloads_of(f, counts)
+        for f in stream_decoder.feed(data):
+            decode_payloads_of(f, counts)
+        decode_payloads_of(Frame(MsgType.READING, 0, 1, data), counts)
+    assert sum(stream_decoder.errors.values()) > 1000
+    assert min(counts.values()) > 100, counts

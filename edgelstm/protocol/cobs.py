@@ -3,9 +3,7 @@ frame so 0x00 can delimit frames on the wire. Overhead: at most 1 byte per 254, 
 
 from __future__ import annotations
 
-
-class CobsError(ValueError):
-    pass
+from ..errors import CobsError
 
 
 def encode(data: bytes) -> bytes:

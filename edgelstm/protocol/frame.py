@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from ..errors import FrameError
 from . import cobs
 
 VERSION = 1
@@ -29,14 +30,6 @@ class MsgType(IntEnum):
     RESET = 3         # either way: forget this stream's state; empty payload
     HELLO = 4         # device -> host at boot: boot_id u32 | protocol u8 | n_inputs u8
     ERROR = 5         # either way: code u16 | UTF-8 text
-
-
-class FrameError(ValueError):
-    """A frame that must be dropped; `reason` is a short counter label."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -63,8 +56,8 @@ def decode(stuffed: bytes) -> Frame:
         raise FrameError("oversize", f"{len(stuffed)} bytes")
     try:
         raw = cobs.decode(stuffed)
-    except cobs.CobsError as exc:
-        raise FrameError("cobs", str(exc)) from None
+    except cobs.CobsError as exc:         # re-raised as a FrameError, the one type decode() raises
+        raise FrameError(exc.reason, str(exc).removeprefix(f"{exc.reason}: ")) from None
     if len(raw) < HEADER.size + CRC.size:
         raise FrameError("short", f"{len(raw)} bytes")
     body, (crc,) = raw[:-CRC.size], CRC.unpack(raw[-CRC.size:])

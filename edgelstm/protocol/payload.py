@@ -1,5 +1,6 @@
 """Readings in, predictions out: the payload formats of MQTT messages, serial frames and
-serial text lines. Decoders raise PayloadError with a short `reason` used as a counter label.
+serial text lines. Whatever the bytes, a decoder returns a well-formed reading or raises
+PayloadError (a Rejected) with a short `reason` used as a counter label, never anything else.
 
 MQTT reading payloads (README "Payloads"):
   JSON    {"seq": 17, "t": 1763800000.25, "x": [0.1, 0.2, 0.3], "boot": 7}   (t, boot optional)
@@ -14,32 +15,38 @@ import math
 import struct
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+from typing import NamedTuple
 
 import numpy as np
 
-from .frame import Frame, MsgType
+from ..errors import PayloadError
+from .frame import VERSION, Frame, MsgType
+from .stream_id import check_stream_id
 
 BINARY_MAGIC = 0xB1
 BINARY_HEADER = struct.Struct("<BBHId")          # magic, flags, boot, seq, t
 READING_T = struct.Struct("<I")                  # serial READING payload: device time in ms
 HELLO = struct.Struct("<IBB")                    # boot id, protocol version, inputs
 MAX_JSON_BYTES = 64 * 1024
-
-
-class PayloadError(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+U32 = 2**32                                      # seq and boot are u32 on the wire (seq compared modulo 2^32)
 
 
 @dataclass(frozen=True)
 class Reading:
     """One sensor reading, decoded. `x` is float32; finiteness is checked by the daemon."""
 
-    seq: int
-    x: np.ndarray
+    seq: int                        # in [0, 2**32)
+    x: np.ndarray                   # float32[n_inputs]
     t: float | None = None          # sender's unix time in seconds, if it sent one
-    boot: int | None = None         # sender's boot id, if it sent one
+    boot: int | None = None         # sender's boot id (u32), if it sent one
+
+
+class Hello(NamedTuple):
+    """A HELLO frame's payload: what the device says about itself when it boots."""
+
+    boot: int                       # boot id, u32
+    protocol: int                   # the protocol version it speaks (this host speaks frame.VERSION)
+    n_inputs: int                   # the inputs per reading it will send
 
 
 def decode_mqtt(payload: bytes, n_inputs: int) -> Reading:
@@ -64,34 +71,82 @@ def encode_binary(seq: int, x, t: float = 0.0, boot: int | None = None) -> bytes
     return head + np.asarray(x, "<f4").tobytes()
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)     # bool is not a number here
+
+
+def _show(value) -> str:
+    """A short description of a decoded value for an error detail: repr() of what a sender wrote
+    could be long, recurse through deep nesting, or (an int of over 4300 digits) raise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return repr(value)
+    return type(value).__name__
+
+
+def _u32(value, name: str) -> int:
+    """`value` when it is an int in [0, 2**32); else PayloadError with `name` as the reason."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < U32:
+        raise PayloadError(name, f"'{name}' must be an integer in [0, 2**32), got {_show(value)}")
+    return value
+
+
+def _float32(values: list) -> np.ndarray:
+    """float32[len(values)] from Python numbers. One beyond float32's range becomes +-inf (as 1e400
+    does, which json reads as inf; the daemon counts non-finite readings); an int beyond the range
+    of a float cannot be converted at all and is refused."""
+    try:
+        with np.errstate(over="ignore"):
+            return np.array(values, np.float32)
+    except OverflowError:
+        raise PayloadError("value", "a value beyond the range of a float") from None
+
+
+def _seconds(t) -> float | None:
+    """The optional 't': a finite number of seconds, or None when absent."""
+    if t is None:
+        return None
+    if not _is_number(t):
+        raise PayloadError("time", f"'t' must be a number of seconds, got {_show(t)}")
+    try:
+        seconds = float(t)
+    except OverflowError:                       # an int beyond the range of a float
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise PayloadError("time", "'t' must be a finite number of seconds")
+    return seconds
+
+
 def _reading_from_obj(obj, n_inputs: int) -> Reading:
     if not isinstance(obj, dict):
         raise PayloadError("json", "expected a JSON object")
-    seq, x, t, boot = obj.get("seq"), obj.get("x"), obj.get("t"), obj.get("boot")
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
-        raise PayloadError("seq", f"'seq' must be a non-negative integer, got {seq!r:.40}")
+    seq = _u32(obj.get("seq"), "seq")
+    x = obj.get("x")
     if not isinstance(x, list) or len(x) != n_inputs:
         raise PayloadError("length", f"'x' must be a list of {n_inputs} numbers")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
+    if not all(map(_is_number, x)):
         raise PayloadError("value", "'x' holds something other than numbers")
-    if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t)):
-        raise PayloadError("time", "'t' must be a finite number of seconds")
-    return Reading(seq, np.array(x, np.float32), float(t) if t is not None else None,
-                   boot if isinstance(boot, int) else None)
+    t = _seconds(obj.get("t"))
+    boot = obj.get("boot")                      # absent or null: the sender did not say
+    return Reading(seq, _float32(x), t, None if boot is None else _u32(boot, "boot"))
+
+
+def _parse_json(text: bytes):
+    """json.loads, with every way it can fail turned into PayloadError("json")."""
+    try:
+        return json.loads(text)
+    # ValueError: bad JSON, bad UTF-8, or an int past Python's digit limit; RecursionError: nesting like b"[" * 100000
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("json", str(exc)[:80]) from None
 
 
 def decode_json(payload: bytes, n_inputs: int) -> Reading:
     if len(payload) > MAX_JSON_BYTES:
         raise PayloadError("oversize", f"{len(payload)} bytes")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError("json", str(exc)[:80]) from None
-    return _reading_from_obj(obj, n_inputs)
+    return _reading_from_obj(_parse_json(payload), n_inputs)
 
 
 def decode_frame(frame: Frame, n_inputs: int) -> Reading:
-    """A reading from a serial READING frame."""
+    """A reading from a serial READING frame (one from frame.decode, whose seq is u32)."""
     want = READING_T.size + 4 * n_inputs
     if len(frame.payload) != want:
         raise PayloadError("length", f"reading frame with {len(frame.payload)} payload bytes, expected {want}")
@@ -108,39 +163,55 @@ def prediction_frame(stream: int, seq: int, y) -> Frame:
 
 
 def hello_frame(stream: int, boot_id: int, n_inputs: int) -> Frame:
-    from .frame import VERSION
     return Frame(MsgType.HELLO, stream, 0, HELLO.pack(boot_id & 0xFFFFFFFF, VERSION, n_inputs))
 
 
-def decode_hello(frame: Frame) -> int:
-    """The boot id of a HELLO frame."""
+def decode_hello(frame: Frame) -> Hello:
+    """What a HELLO frame says; a protocol or n_inputs that differs from the host's is the caller's to report."""
     if len(frame.payload) != HELLO.size:
         raise PayloadError("length", f"hello frame with {len(frame.payload)} payload bytes")
-    return HELLO.unpack(frame.payload)[0]
+    return Hello(*HELLO.unpack(frame.payload))
 
 
 def decode_line(line: bytes, n_inputs: int) -> tuple[str, Reading]:
-    """(stream, reading) from a text line: JSON with a "stream" field, or CSV stream,seq,x..."""
+    """(stream, reading) from a text line: JSON with a "stream" field, or CSV stream,seq,x...
+    The stream id is checked by check_stream_id (it names an MQTT topic level downstream)."""
     text = line.strip()
     if text.startswith(b"{"):
-        try:
-            obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PayloadError("json", str(exc)[:80]) from None
-        if not isinstance(obj, dict) or "stream" not in obj:
-            raise PayloadError("json", "a JSON line needs a \"stream\" field")
-        return str(obj["stream"]), _reading_from_obj(obj, n_inputs)
+        return _decode_json_line(text, n_inputs)
     parts = text.split(b",")
     if len(parts) != 2 + n_inputs:
         raise PayloadError("length", f"CSV line with {len(parts)} fields, expected stream,seq and {n_inputs} values")
+    stream = _csv_stream(parts[0])
+    seq = _csv_seq(parts[1])
     try:
-        seq = int(parts[1])
-        x = np.array([float(v) for v in parts[2:]], np.float32)
+        x = [float(v) for v in parts[2:]]
     except ValueError as exc:
         raise PayloadError("value", str(exc)[:80]) from None
-    if seq < 0:
-        raise PayloadError("seq", "seq must be non-negative")
-    return parts[0].decode("utf-8", "replace"), Reading(seq, x)
+    return stream, Reading(seq, _float32(x))
+
+
+def _decode_json_line(text: bytes, n_inputs: int) -> tuple[str, Reading]:
+    obj = _parse_json(text)
+    if not isinstance(obj, dict) or "stream" not in obj:
+        raise PayloadError("json", "a JSON line needs a \"stream\" field")
+    return check_stream_id(obj["stream"]), _reading_from_obj(obj, n_inputs)
+
+
+def _csv_stream(field: bytes) -> str:
+    try:
+        stream = field.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError("stream", "stream id is not UTF-8") from None
+    return check_stream_id(stream)
+
+
+def _csv_seq(field: bytes) -> int:
+    try:
+        seq = int(field)
+    except ValueError:                          # not an integer, or one past the int-digit limit
+        raise PayloadError("seq", f"seq {field[:20]!r} is not an integer") from None
+    return _u32(seq, "seq")
 
 
 def prediction_json(stream: str, seq: int, t_in: float, t_out: float, model_hash: str, y,

@@ -1,0 +1,35 @@
+"""Stream ids, checked before they name anything.
+
+A stream id is substituted into the MQTT output topic 'sensors/{stream}/prediction', so it must
+be one topic level: '+' and '#' are wildcards and NUL is illegal in a topic name (a broker drops
+the connection of a client that publishes one), and '/' would add levels. Control characters
+are refused too (MQTT says topic names should not hold them, and they garble logs). Each id gets
+its own state, so its length is bounded: an unbounded id would let one sender grow memory.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import PayloadError
+
+MAX_STREAM_ID_BYTES = 128                           # in UTF-8
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f+#/]")      # topic wildcards, level separator, C0 controls, DEL
+
+
+def check_stream_id(stream: str) -> str:
+    """`stream` itself when it can name a stream; else raises PayloadError("stream", ...)."""
+    if not isinstance(stream, str):
+        raise PayloadError("stream", f"a stream id must be a string, got {type(stream).__name__}")
+    if not stream:
+        raise PayloadError("stream", "empty stream id")
+    try:
+        size = len(stream.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PayloadError("stream", "stream id holds a lone surrogate (not encodable as UTF-8)") from None
+    if size > MAX_STREAM_ID_BYTES:
+        raise PayloadError("stream", f"stream id of {size} bytes, at most {MAX_STREAM_ID_BYTES}")
+    bad = _FORBIDDEN.search(stream)
+    if bad:
+        raise PayloadError("stream", f"stream id holds {bad.group()!r} ('+', '#', '/', NUL and controls are refused)")
+    return stream
