@@ -18,13 +18,13 @@ recomputes the content hash over architecture and weights before trusting the fi
 from __future__ import annotations
 
 import json
-import os
 import struct
 
 import numpy as np
 
 from .. import __version__
 from ..errors import ModelFormatError
+from ..fileio import atomic_write
 from .spec import Dense, ModelSpec, Normalisation, RecurrentLayer
 
 MAGIC = b"ELSTM\x00\r\n"
@@ -51,13 +51,8 @@ def save(spec: ModelSpec, path) -> str:
         "edgelstm_version": __version__,
     }, sort_keys=True).encode()
     prefix = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header)) + header
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(prefix + b"\x00" * _pad(len(prefix)))
-        fh.writelines(blobs)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # 0644: a model file holds no secrets and is read by daemons running as other users
+    atomic_write(path, [prefix + b"\x00" * _pad(len(prefix)), *blobs], mode=0o644)
     return content_hash
 
 
