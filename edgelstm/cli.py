@@ -203,27 +203,30 @@ def _daemon_config(args):
 
 def cmd_check_config(args) -> int:
     import json
+
+    from .daemon.config import preflight
     cfg = _daemon_config(args)
+    preflight(cfg)
     print(json.dumps(cfg.redacted(), indent=2))
-    inputs = [f"mqtt {cfg.mqtt.url}" if cfg.mqtt.url and cfg.mqtt.subscribe else "",
-              f"serial {cfg.serial.port}" if cfg.serial.port else ""]
-    print(f"\nconfig OK: model {cfg.model}, input {' and '.join(filter(None, inputs))}, output {cfg.output_kind}",
+    print(f"\nconfig OK: model {cfg.model}, input {_inputs(cfg)}, output {cfg.output_kind}, ack {cfg.effective_ack}",
           file=sys.stderr)
     return 0
 
 
+def _inputs(cfg) -> str:
+    inputs = [f"mqtt {cfg.mqtt.subscribe}" if cfg.mqtt.url and cfg.mqtt.subscribe else "",
+              f"serial {cfg.serial.port}" if cfg.serial.port else ""]
+    return " and ".join(filter(None, inputs))
+
+
 def cmd_run(args) -> int:
+    from .daemon.config import preflight
     from .daemon.service import Daemon
     cfg = _daemon_config(args)
+    preflight(cfg)
     daemon = Daemon(cfg)
-    daemon.install_signal_handlers()
-    log.info("running: input %s, output %s; SIGTERM/Ctrl-C stops, SIGHUP reloads the model",
-             " and ".join(filter(None, [cfg.mqtt.url and cfg.mqtt.subscribe and f"mqtt {cfg.mqtt.subscribe}",
-                                        cfg.serial.port and f"serial {cfg.serial.port}"])), cfg.output_kind)
-    if cfg.metrics_port:
-        from prometheus_client import start_http_server
-        start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=daemon.metrics.registry)
-        log.info("metrics at http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+    log.info("running: input %s, output %s; SIGTERM/Ctrl-C stops, SIGHUP reloads the model", _inputs(cfg),
+             cfg.output_kind)
     return daemon.run()
 
 

@@ -95,19 +95,19 @@ def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log) -> i
     runner = threading.Thread(target=daemon.run, name="inference", daemon=True)
     runner.start()
     source_ready = time.time() + 10
-    while not (daemon.sources and daemon.sources[0].connected.is_set()) and time.time() < source_ready:
+    while not daemon.serial.connected.is_set() and time.time() < source_ready:
         time.sleep(0.01)
     device.start()
     expected = len(xs) * len(xs[0])
     try:
         while runner.is_alive() and sink.total < expected:
             time.sleep(0.05)
-            if not device.thread.is_alive() and daemon.queue.empty() and time.time() - sink.last_print > 2:
+            if not device.thread.is_alive() and time.time() - sink.last_print > 2:
                 break
     except KeyboardInterrupt:
         out.write("\ninterrupted: stopping the board and the daemon\n")
     device.stop()
-    daemon.stop_event.set()
+    daemon.stop()
     runner.join(timeout=10)
     os.close(master)
     os.close(slave)

@@ -73,11 +73,11 @@ def overflow_case() -> dict:
 
 
 def daemon_case() -> dict:
-    """The daemon's inference thread with backend = "cuda" gives the CPU daemon's predictions."""
+    """The daemon's pipeline with backend = "cuda" gives the CPU daemon's predictions."""
     from edgelstm.daemon.config import DaemonConfig, SerialConfig
+    from edgelstm.daemon.messages import Origin, ReadingMsg
     from edgelstm.daemon.service import Daemon
     from edgelstm.protocol.payload import Reading
-    from edgelstm.transports import Inbound
     model = Path(__file__).resolve().parents[1] / "edgelstm" / "data" / "activity.elstm"
     xs = np.random.default_rng(3).normal(size=(10, 3)).astype(np.float32)
     got = {}
@@ -87,9 +87,10 @@ def daemon_case() -> dict:
         out = got.setdefault(backend, {})
         d = Daemon(cfg, sink=lambda stream, seq, t, y, replay, out=out: out.__setitem__((stream, seq), y.copy()))
         for seq, x in enumerate(xs):
-            d.process([Inbound(s, Reading(seq, x + k), serial=True) for k, s in enumerate(("a", "b", "c"))])
+            origin = Origin(d.serial, None, None, True, 0.0)
+            d.pipeline.handle([ReadingMsg(s, Reading(seq, x + k), origin) for k, s in enumerate(("a", "b", "c"))], 0.0)
     diff = max(float(np.abs(got["cpu"][key] - got["cuda"][key]).max()) for key in got["cpu"])
-    return {"predictions": len(got["cuda"]), "max_dy": diff, "bank": type(d.bank).__name__}
+    return {"predictions": len(got["cuda"]), "max_dy": diff, "bank": type(d.pipeline.bank).__name__}
 
 
 def main():

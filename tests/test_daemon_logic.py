@@ -1,7 +1,5 @@
-"""The inference thread's bookkeeping, driven directly with messages as the I/O threads hand
-them over: order, duplicates, gaps, reboots and policies."""
-
-import time
+"""The daemon's pipeline with the real model, driven directly with messages as the links hand
+them over: order, duplicates, gaps, reboots, policies and acknowledgements."""
 
 import numpy as np
 import pytest
@@ -9,14 +7,31 @@ from conftest import ROOT
 
 import edgelstm
 from edgelstm.daemon.config import DaemonConfig, PolicyConfig, SerialConfig
+from edgelstm.daemon.messages import HelloMsg, Origin, ReadingMsg, RejectedMsg, ResetMsg
 from edgelstm.daemon.service import Daemon
-from edgelstm.daemon.streams import StreamInfo, classify
-from edgelstm.protocol.payload import Reading
-from edgelstm.transports import Inbound
+from edgelstm.protocol.payload import Hello, Reading
 
 MODEL = str(ROOT / "edgelstm" / "data" / "activity.elstm")
 XS = np.random.default_rng(9).normal(size=(40, 3)).astype(np.float32)
 EXPECTED = np.array([y.copy() for y in (lambda s: [s.step(x) for x in XS])(edgelstm.load(MODEL).stream())])
+
+
+class RecordingLink:
+    """An in-memory link: records the acks the daemon sends back to it."""
+
+    name = "memory"
+
+    def __init__(self):
+        self.acked = []
+
+    def ack(self, origin):
+        self.acked.append(origin.ack_id)
+
+    def reply(self, origin, seq, y):
+        return True
+
+
+LINK = RecordingLink()
 
 
 class Outputs(dict):
@@ -37,84 +52,87 @@ def make_daemon(**policy):
     return Daemon(cfg, sink=got), got
 
 
+def origin(ack=None, serial=False, link=LINK):
+    return Origin(link, ack, 0 if serial else None, serial, 0.0)
+
+
 def msg(seq, x=None, stream="a", boot=None, t=None, serial=False, ack=None):
-    return Inbound(stream, Reading(seq, XS[seq] if x is None else x, t, boot), ack=ack, serial=serial)
+    return ReadingMsg(stream, Reading(seq, XS[seq] if x is None else x, t, boot), origin(ack, serial))
+
+
+def process(d, msgs, now=0.0):
+    d.pipeline.handle(msgs, now)
+
+
+def commit(d, now=0.0):
+    d.ledger.tick(now, lambda: d.pipeline.snapshot(now), d.outputs)
 
 
 def counter(d, name):
     return d.metrics.summary()[name]
 
 
-def test_classify_modulo_2_32():
-    info = StreamInfo(last_seq=2**32 - 1)
-    assert classify(info, 0, None, None, 0).missing == 0 and not classify(info, 0, None, None, 0).duplicate
-    assert classify(info, 5, None, None, 0).missing == 5
-    assert classify(info, 2**32 - 1, None, None, 0).duplicate
-    assert classify(StreamInfo(last_seq=10), 3, None, None, 0).duplicate
-
-
 def test_out_of_order_duplicates_and_acks():
     d, got = make_daemon()
-    acked = []
+    link = RecordingLink()
     order = [0, 1, 3, 2, 2, 5, 4, 1, 6]                 # 2 and 1 repeated (QoS 1 redelivery)
-    d.process([msg(s, ack=lambda s=s: acked.append(s)) for s in order])
+    process(d, [ReadingMsg("a", Reading(s, XS[s]), origin(s, link=link)) for s in order])
     assert sorted(got) == [("a", s) for s in range(7)] and all(len(v) == 1 for v in got.values())
     for s in range(7):
         np.testing.assert_array_equal(got[("a", s)][0], EXPECTED[s])
     assert counter(d, "duplicates") == 2 and counter(d, "gaps") == 0
-    d._ack_pending()
-    assert sorted(acked) == sorted(order)               # every message acknowledged once handled
+    commit(d)
+    assert sorted(link.acked) == sorted(order)               # every message acknowledged once handled
 
 
 def test_a_reading_sent_again_gets_its_first_answer_and_steps_nothing():
     d, got = make_daemon(replay_window=4)
-    d.process([msg(s, boot=1) for s in range(8)])
-    state = d.bank.get_state("a").values.copy()
-    d.process([msg(5, boot=1), msg(7, boot=1), msg(2, boot=1)])   # 2 is older than the last 4 kept
+    process(d, [msg(s, boot=1) for s in range(8)])
+    state = d.pipeline.bank.get_state("a").values.copy()
+    process(d, [msg(5, boot=1), msg(7, boot=1), msg(2, boot=1)])   # 2 is older than the last 4 kept
     assert sorted(got.replays) == [("a", 5), ("a", 7)]
     for s in (5, 7):
         np.testing.assert_array_equal(got.replays[("a", s)][0], EXPECTED[s])
-    np.testing.assert_array_equal(d.bank.get_state("a").values, state)
+    np.testing.assert_array_equal(d.pipeline.bank.get_state("a").values, state)
     assert counter(d, "duplicates") == 3 and counter(d, "replays") == 2 and counter(d, "predictions") == 8
-    d.process([msg(0, boot=2), msg(1, boot=2)])          # a reboot: seqs start over
-    assert d.replay.lookup("a", 5) is None               # so the old boot's answers are gone
-    d.process([msg(1, boot=2)])
+    process(d, [msg(0, boot=2), msg(1, boot=2)])          # a reboot: seqs start over
+    assert d.pipeline.seq.tracks["a"].answers.lookup(5) is None   # so the old boot's answers are gone
+    process(d, [msg(1, boot=2)])
     assert len(got[("a", 1)]) == 2 and len(got.replays[("a", 1)]) == 1
     np.testing.assert_array_equal(got.replays[("a", 1)][0], got[("a", 1)][-1])
 
 
 def test_replay_can_be_turned_off():
     d, got = make_daemon(replay_window=0)
-    d.process([msg(0), msg(1), msg(1)])
+    process(d, [msg(0), msg(1), msg(1)])
     assert got.replays == {} and counter(d, "duplicates") == 1
 
 
 def test_a_real_gap_is_released_after_the_timeout_and_counted():
     d, got = make_daemon(reorder_timeout_s=0.2)
-    d.process([msg(0), msg(1), msg(4)])
+    process(d, [msg(0), msg(1), msg(4)])
     assert ("a", 4) not in got                          # waiting for 2 and 3
-    time.sleep(0.3)
-    d.process(d._release_held(time.monotonic()))
+    d.pipeline.handle([], 0.3)
     assert ("a", 4) in got and counter(d, "gaps") == 2
-    d.process([msg(2)])                                 # too late now: a duplicate, never applied
+    process(d, [msg(2)])                                 # too late now: a duplicate, never applied
     assert ("a", 2) not in got and counter(d, "duplicates") == 1
 
 
 def test_a_serial_gap_is_counted_at_once():
     """A serial link cannot reorder: a reading that skips ahead is applied immediately."""
     d, got = make_daemon(reorder_timeout_s=60)
-    d.process([msg(0, serial=True), msg(1, serial=True), msg(4, serial=True)])
-    assert ("a", 4) in got and counter(d, "gaps") == 2 and not d.held
+    process(d, [msg(0, serial=True), msg(1, serial=True), msg(4, serial=True)])
+    assert ("a", 4) in got and counter(d, "gaps") == 2 and d.pipeline.seq.held_count() == 0
 
 
 def test_reboot_resets_the_stream():
     d, got = make_daemon()
-    d.process([msg(s, boot=1) for s in range(5)])
-    d.process([msg(0, boot=2), msg(1, boot=2)])          # new boot id: seq starts over
+    process(d, [msg(s, boot=1) for s in range(5)])
+    process(d, [msg(0, boot=2), msg(1, boot=2)])          # new boot id: seq starts over
     fresh = edgelstm.load(MODEL).stream()
     np.testing.assert_array_equal(got[("a", 1)][-1], [fresh.step(XS[0]), fresh.step(XS[1])][1])
     serial, got2 = make_daemon()
-    serial.process([msg(s, serial=True) for s in range(5)] + [msg(0, serial=True)])
+    process(serial, [msg(s, serial=True) for s in range(5)] + [msg(0, serial=True)])
     assert len(got2[("a", 0)]) == 2                     # over serial, seq 0 again means a reboot
 
 
@@ -123,7 +141,7 @@ def test_nonfinite_reading_policy(policy):
     d, got = make_daemon(nonfinite=policy)
     bad = XS[3].copy()
     bad[1] = np.nan
-    d.process([msg(0), msg(1), msg(2), msg(3, x=bad), msg(4)])
+    process(d, [msg(0), msg(1), msg(2), msg(3, x=bad), msg(4)])
     assert ("a", 3) not in got and counter(d, "nonfinite") == 1
     ref = edgelstm.load(MODEL).stream()
     if policy == "hold":
@@ -135,14 +153,14 @@ def test_nonfinite_reading_policy(policy):
 
 def test_time_gap_resets_when_readings_are_too_far_apart():
     d, got = make_daemon(max_gap_s=5.0, gap="reset")
-    d.process([msg(0, t=100.0), msg(1, t=101.0), msg(2, t=200.0)])
+    process(d, [msg(0, t=100.0), msg(1, t=101.0), msg(2, t=200.0)])
     np.testing.assert_array_equal(got[("a", 2)][0], edgelstm.load(MODEL).stream().step(XS[2]))
 
 
 def test_bad_payloads_and_streams_are_independent():
     d, got = make_daemon()
-    d.process([msg(0, stream="a"), Inbound("", None, bad_reason="json"), msg(0, stream="b"),
-               Inbound("x", None, bad_reason="length"), msg(1, stream="a")])
+    process(d, [msg(0, stream="a"), RejectedMsg("json", origin()), msg(0, stream="b"),
+                RejectedMsg("length", origin()), msg(1, stream="a")])
     assert d.metrics.summary()["bad_payloads"] == 2
     np.testing.assert_array_equal(got[("b", 0)][0], EXPECTED[0])
     np.testing.assert_array_equal(got[("a", 1)][0], EXPECTED[1])
@@ -150,9 +168,32 @@ def test_bad_payloads_and_streams_are_independent():
 
 def test_reset_and_hello_frames():
     d, got = make_daemon()
-    d.process([Inbound("a", None, boot=7)] + [msg(s, serial=True) for s in range(3)])
-    d.process([Inbound("a", None, reset=True), msg(3, serial=True)])           # RESET: zero state
+    process(d, [HelloMsg("a", Hello(7, 1, 3), origin(serial=True))] + [msg(s, serial=True) for s in range(3)])
+    process(d, [ResetMsg("a", origin(serial=True)), msg(3, serial=True)])         # RESET: zero state
     np.testing.assert_array_equal(got[("a", 3)][0], edgelstm.load(MODEL).stream().step(XS[3]))
-    d.process([msg(4, serial=True), Inbound("a", None, boot=8), msg(0, serial=True)])   # a reboot
+    process(d, [msg(4, serial=True), HelloMsg("a", Hello(8, 1, 3), origin(serial=True)), msg(0, serial=True)])
     np.testing.assert_array_equal(got[("a", 0)][-1], EXPECTED[0])
     assert d.metrics.resets.values[("a", "reboot")] == 1
+
+
+def test_per_stream_cost_at_defaults_stays_under_8_kb():
+    """README (memory): beyond its bank row, a live stream costs its position, its replay
+    answers (replay_window x (4 x outputs + 16) bytes) and its metric series."""
+    import tracemalloc
+    cfg = DaemonConfig(model=MODEL, serial=SerialConfig(port="/dev/null"), output="stdout").validate()
+    d = Daemon(cfg, sink=lambda *prediction: None)
+    x = np.ones(3, np.float32)
+    n = 500
+
+    def streams(first):
+        for seq in range(40):                           # more than replay_window: the ring is full
+            process(d, [ReadingMsg(f"sensor-{i:05d}", Reading(seq, x, 1.0 + seq, 7), origin())
+                        for i in range(first, first + n)])
+
+    streams(0)                                          # one-time costs (kernel dispatch, histograms)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    streams(n)                                          # the cost of n more streams
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert used / n <= 8 * 1024, f"{used / n:.0f} bytes per stream"

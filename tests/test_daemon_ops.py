@@ -104,7 +104,7 @@ def test_a_subscription_the_broker_refuses_or_downgrades_is_a_warning(caplog):
     redelivered. (Mosquitto can produce neither here: it checks its ACL file at delivery, and with
     max_qos 0 it refuses the connection outright because of the QoS 1 Last Will.) Every daemon
     test's start-up waits for the granted case's "mqtt: subscribed" line."""
-    link = MqttLink(MqttConfig(url="mqtt://127.0.0.1:1"), 3, None, {})
+    link = MqttLink(MqttConfig(url="mqtt://127.0.0.1:1"), 3, lambda reason: None)
     with caplog.at_level(logging.INFO, logger="edgelstm"):
         for code in (0x87, 0, 1):
             link._on_subscribe(link.client, None, 1, [ReasonCode(PacketTypes.SUBACK, identifier=code)], None)

@@ -47,7 +47,7 @@ def start_daemon(cfg, sink=None):
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
     deadline = time.time() + 30
-    while not d.sources and time.time() < deadline:
+    while d.serial is None and time.time() < deadline:
         time.sleep(0.01)
     return d, t
 
@@ -87,7 +87,7 @@ def test_unplug_mid_frame_20_times_resumes_fast_loses_and_corrupts_nothing(tmp_p
     seq = 0
     plugged_at = time.monotonic()
     for cycle in range(21):
-        src = daemon.sources[0]
+        src = daemon.serial
         deadline = time.monotonic() + 5             # the reader noticed the unplug and reopened the port
         while (src.reconnects < cycle or not src.connected.is_set()) and time.monotonic() < deadline:
             time.sleep(0.002)
@@ -114,7 +114,7 @@ def test_unplug_mid_frame_20_times_resumes_fast_loses_and_corrupts_nothing(tmp_p
     deadline = time.monotonic() + 5
     while len(rec.got) < 3 * 420 and time.monotonic() < deadline:
         time.sleep(0.01)
-    daemon.stop_event.set()
+    daemon.stop()
     runner.join(10)
     pty.unplug()
     assert max(resume_times) < 2.0, resume_times
@@ -122,7 +122,7 @@ def test_unplug_mid_frame_20_times_resumes_fast_loses_and_corrupts_nothing(tmp_p
     for (stream, s), y in rec.got.items():
         np.testing.assert_array_equal(y, expected[sorted(xs)[int(stream)]][s])
     assert daemon.metrics.summary()["gaps"] == 0
-    assert daemon.sources[0].reconnects >= 20
+    assert daemon.serial.reconnects >= 20
     time.sleep(0.2)
     gc.collect()
     # Other tests' leftovers (sockets, cache files) may open or close fds meanwhile; what this
@@ -141,7 +141,7 @@ def test_broker_down_predictions_dropped_and_counted_memory_bounded(tmp_path):
                                        client_id="edgelstm-broker-down"),
                        policy=PolicyConfig(stream_ttl_s=0), output="mqtt", log_every_s=3600)
     daemon, runner = start_daemon(cfg)
-    assert daemon.sources[0].connected.wait(5)
+    assert daemon.serial.connected.wait(5)
 
     def send(lo, hi):
         for seq in range(lo, hi):
@@ -160,7 +160,7 @@ def test_broker_down_predictions_dropped_and_counted_memory_bounded(tmp_path):
     wait_predictions(6000)
     rss_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     s = daemon.metrics.summary()
-    daemon.stop_event.set()
+    daemon.stop()
     runner.join(15)
     pty.unplug()
     assert s["predictions"] == 6000

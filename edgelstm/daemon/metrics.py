@@ -1,7 +1,7 @@
 """The daemon's counters, served in the Prometheus text format and summarised in logs.
 
-Everything is updated from the inference thread (I/O threads only count drops at hand-off),
-so per-stream series and totals agree exactly. Counters and latency histograms are plain
+Everything is updated from the daemon's one thread, so per-stream series and totals agree
+exactly. Counters and latency histograms are plain
 lists read by the HTTP thread at scrape time: they are updated for every
 reading, where prometheus_client's labels().inc() and observe() (a label lookup and a lock
 each, ~3 us) were a measurable share of the per-reading cost.
@@ -26,22 +26,27 @@ class LabelledCounter:
     def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry):
         self.name, self.documentation, self.label_names = name, documentation, labels
         self.values: dict[tuple, float] = {}
+        self._keys_of: dict[str, list[tuple]] = {}     # first label -> its keys (families of 2+ labels)
         registry.register(self)
 
     def inc(self, *label_values: str, by: float = 1) -> None:
-        self.values[label_values] = self.values.get(label_values, 0) + by
+        values = self.values
+        if len(label_values) > 1 and label_values not in values:
+            self._keys_of.setdefault(label_values[0], []).append(label_values)
+        values[label_values] = values.get(label_values, 0) + by
 
     def total(self) -> float:
         return sum(self.values.values())
 
     def forget(self, first_label: str) -> None:
-        """Drop every series whose first label is `first_label` (an evicted stream)."""
-        for key in [k for k in self.values if k[0] == first_label]:
-            del self.values[key]
+        """Drop every series whose first label is `first_label` (an evicted stream); O(its series)."""
+        self.values.pop((first_label,), None)
+        for key in self._keys_of.pop(first_label, ()):
+            self.values.pop(key, None)
 
     def collect(self):
         family = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
-        for key, value in dict(self.values).items():       # a copy: the inference thread goes on
+        for key, value in dict(self.values).items():       # a copy: the daemon's thread goes on
             family.add_metric(list(key), value)
         yield family
 
@@ -77,12 +82,15 @@ class Metrics:
         self.gaps = LabelledCounter("edgelstm_gap_readings", "Readings missing between received ones", ["stream"], r)
         self.replays = LabelledCounter("edgelstm_replayed_predictions",
                                        "Predictions sent again for a reading sent again", ["stream"], r)
+        self.resyncs = LabelledCounter("edgelstm_resyncs", "Readings whose seq jumped beyond policy.resync_after "
+                                       "(the stream's position moved there)", ["stream"], r)
+        self.checkpoint_failures = LabelledCounter("edgelstm_checkpoint_failures",
+                                                   "Checkpoint writes that failed (retried)", [], r)
         self.resets = LabelledCounter("edgelstm_resets", "Stream state resets", ["stream", "reason"], r)
         self.nonfinite = LabelledCounter("edgelstm_nonfinite_readings", "Readings holding NaN/Inf", ["stream"], r)
         self.bad_payloads = LabelledCounter("edgelstm_bad_payloads", "Messages that could not be decoded",
                                             ["reason"], r)
         self.drops = LabelledCounter("edgelstm_drops", "Messages dropped", ["reason"], r)
-        self.queue_depth = Gauge("edgelstm_queue_depth", "Readings waiting for the inference thread", registry=r)
         self.streams = Gauge("edgelstm_streams", "Streams held in the bank", registry=r)
         self.latency = {"step": BatchHistogram("edgelstm_step_seconds", "Kernel time per batch", r),
                         "e2e": BatchHistogram("edgelstm_e2e_seconds", "Reading received to prediction handed out", r)}
@@ -104,12 +112,13 @@ class Metrics:
                 self.quantiles.labels(kind, "0.5").set(p50)
                 self.quantiles.labels(kind, "0.99").set(p99)
                 out[f"{kind}_p50_ms"], out[f"{kind}_p99_ms"] = p50 * 1e3, p99 * 1e3
-        for name in ("readings", "predictions", "duplicates", "gaps", "nonfinite", "bad_payloads", "drops", "replays"):
+        for name in ("readings", "predictions", "duplicates", "gaps", "nonfinite", "bad_payloads", "drops", "replays",
+                     "resyncs", "checkpoint_failures"):
             out[name] = getattr(self, name).total()
         return out
 
     def forget(self, stream: str) -> None:
         """Drop an evicted stream's series so label sets stay bounded."""
         for c in (self.readings, self.predictions, self.duplicates, self.gaps, self.nonfinite, self.replays,
-                  self.resets):
+                  self.resets, self.resyncs):
             c.forget(stream)

@@ -1,77 +1,129 @@
-"""The daemon: I/O threads hand readings over a bounded queue to one inference thread, which
-owns every stream's state, steps all streams with new data in one kernel call, publishes the
-predictions, checkpoints, and acknowledges readings once their state is committed."""
+"""The daemon: one thread drives everything.
+
+A selector watches every link's descriptor and a wake-up pipe. Each turn reads what arrived
+(at most max_batch messages per link), steps every ready stream in one bank.step, publishes
+the predictions, hands acks to the ledger, and flushes each link once. Only what can block
+runs aside, bounded: the TCP/TLS connect (mqtt_link), replies to a slow board (serial_link)
+and the metrics HTTP server.
+
+Start-up and shutdown, in order (run()):
+  lock the checkpoint -> restore -> open links -> settle the heap -> metrics server ->
+  READY -> loop -> final commit (predictions confirmed, checkpoint, acks) -> close links
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
 import os
-import queue
+import selectors
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
-
-from ..engine import Model, StreamState
-from ..errors import NumericalError
+from ..engine import Model
+from ..errors import CheckpointError, ConfigError
 from ..model.loader import load
-from ..protocol.payload import prediction_json
+from ..transports.base import Link
+from ..transports.mqtt_link import MqttLink
+from ..transports.serial_link import SerialLink
 from . import checkpoint, systemd
 from .config import DaemonConfig
+from .ledger import Ledger
 from .metrics import Metrics
-from .replay import ReplayCache
-from .streams import WRAP, StreamInfo, advance, classify
+from .outputs import Outputs, Sink
+from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Window:
-    acks: list                                  # acknowledgements to send, in arrival order
-    pubs: list                                  # paho MessageInfo of the window's predictions
-    snapshot: checkpoint.Checkpoint             # the state these readings led to
-
-
-def send_acks(acks: list) -> None:
-    for ack in acks:                            # in arrival order, as MQTT requires
-        ack()
+IDLE_WAIT_S = 0.05          # the longest a turn waits for input: timers are checked this often
+EVICT_PER_TURN = 256        # idle streams forgotten per sweep step: live streams never wait long
 
 
 def settle_heap() -> None:
-    """Put what start-up left alive (numba, llvmlite, the model: ~100k objects) beyond the garbage
-    collector's reach. A full collection over them took 42 ms on a 2-core VM: a pause that
-    every reading in flight waited out, the daemon's p99 latency. Called again after a reload."""
+    """Put what start-up left alive (numba, llvmlite, the model) beyond the garbage collector's
+    reach: a full collection over it is a pause every reading in flight waits out (see
+    benchmarks/profile_daemon.py). Called again after a reload."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
 
 
 class Daemon:
-    def __init__(self, cfg: DaemonConfig, sink=None):
+    def __init__(self, cfg: DaemonConfig, sink: Sink | None = None, clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
+        self.clock = clock
         self.metrics = Metrics()
-        self.queue: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
-        self.drops: dict = {}                      # counted by I/O threads at hand-off
-        self._drops_seen: dict = {}
-        self.stop_event = threading.Event()
-        self.reload_event = threading.Event()
-        self.info: dict[str, StreamInfo] = {}
-        self.pending_acks: list = []
-        self.pending_pubs: list = []               # this commit window's prediction publishes
-        self.closing: Window | None = None         # the window waiting for its predictions' PUBACKs
-        self.dirty = False                         # state changed since the last checkpoint
-        self.held: dict[str, dict[int, object]] = {}   # stream -> seq -> Inbound (the reorder buffer)
-        self.sink = sink                           # callable(stream, seq, t_in, y, replay) overriding outputs
-        self.replay = ReplayCache(cfg.policy.replay_window)
-        self.model = self._load_model()
-        self.bank = self.model.bank(cfg.capacity, backend=cfg.backend)
-        self.sources: list = []
-        self.mqtt = None
+        count = self.metrics.drops.inc
+        model = self._load_model()
+        self.mqtt = MqttLink(cfg.mqtt, model.input_size, count) if cfg.mqtt.url else None
+        self.serial = SerialLink(cfg.serial, model.input_size, count) if cfg.serial.port else None
+        self.links: list[Link] = [link for link in (self.mqtt, self.serial) if link is not None]
+        mode = cfg.effective_ack
+        interval = cfg.commit_interval_s if mode == "checkpoint" else cfg.checkpoint_interval_s
+        self.ledger = Ledger(mode, cfg.checkpoint, interval, checkpoint.save,
+                             lambda: self.metrics.checkpoint_failures.inc())
+        self.outputs = Outputs(cfg, model.content_hash, self.mqtt, sink, count)
+        self.pipeline = Pipeline(cfg, model, self.metrics, self.ledger, self.outputs)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._watched: dict[int, tuple[object, int, int]] = {}     # link index -> (object, fd, events)
+        self._due = {"log": 0.0, "evict": 0.0, "watchdog": 0.0}
 
-    # -- set-up ----------------------------------------------------------------------------------
+    # -- control from outside (signal handlers, other threads) ---------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass                                # already awake, or closed after run()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stop(); returns the exit code."""
+        try:
+            lock = checkpoint.acquire_lock(self.cfg.checkpoint) if self.cfg.checkpoint else None
+        except CheckpointError as exc:
+            log.error("%s", exc)
+            return 1
+        try:
+            return self._serve()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _serve(self) -> int:
+        now = self.clock()
+        self._restore(now)
+        for link in self.links:
+            link.open(now)
+        settle_heap()
+        try:
+            self._start_metrics_server()
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 1
+        if threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        systemd.notify("READY=1\nSTATUS=running")
+        try:
+            while not self._stop.is_set():
+                self._turn()
+        finally:
+            self._shutdown()
+        return 0
 
     def _load_model(self) -> Model:
         t0 = time.perf_counter()
@@ -81,391 +133,166 @@ class Daemon:
                  time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
         return model
 
-    def restore(self) -> None:
+    def _restore(self, now: float) -> None:
         path = self.cfg.checkpoint
         if not path:
+            log.info("no checkpoint configured: stream state lives in memory only and starts from zero after a "
+                     "restart; readings are acknowledged once stepped (set checkpoint = PATH to keep state)")
             return
         try:
             ckpt = checkpoint.load(path)
         except FileNotFoundError:
             log.info("no checkpoint at %s yet: starting every stream from zero state", path)
             return
-        except (checkpoint.CheckpointError, OSError) as exc:
+        except (CheckpointError, OSError) as exc:
             log.error("checkpoint %s is unusable (%s): ignoring it, streams start from zero state", path, exc)
             return
-        if ckpt.model_hash != self.model.content_hash:
+        model = self.pipeline.model
+        if ckpt.model_hash != model.content_hash or ckpt.state_size != model.state_size:
             log.warning("checkpoint %s was written for model %s, not %s: ignoring it", path,
-                        ckpt.model_hash[:12], self.model.content_hash[:12])
+                        ckpt.model_hash[:12], model.content_hash[:12])
             return
-        for meta, values in zip(ckpt.streams, ckpt.states):
-            self.bank.set_state(meta["id"], StreamState(self.model.content_hash, values))
-            self.info[meta["id"]] = StreamInfo(meta["last_seq"], meta.get("boot"), meta.get("last_t"), time.time())
-        log.info("restored %d streams from %s", len(ckpt.streams), path)
+        log.info("restored %d streams from %s", self.pipeline.restore(ckpt, now), path)
 
-    def snapshot(self) -> checkpoint.Checkpoint:
-        """Every stream's state and sequence position now, copied."""
-        ids = [s for s in self.bank.ids if s in self.info and self.info[s].last_seq is not None]
-        states = np.array([self.bank.get_state(s).values for s in ids], np.float32).reshape(
-            len(ids), self.model.state_size)
-        streams = [{"id": s, "last_seq": self.info[s].last_seq, "boot": self.info[s].boot,
-                    "last_t": self.info[s].last_t} for s in ids]
-        return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, streams, states)
-
-    def save_checkpoint(self) -> None:
-        if self.cfg.checkpoint:
-            checkpoint.save(self.cfg.checkpoint, self.snapshot())
-
-    def open_links(self) -> None:
-        from ..transports.mqtt_link import MqttLink
-        from ..transports.serial_link import SerialSource
-        if self.cfg.mqtt.url:
-            self.mqtt = MqttLink(self.cfg.mqtt, self.model.input_size, self.queue, self.drops)
-            self.mqtt.start()
-        if self.cfg.serial.port:
-            src = SerialSource(self.cfg.serial, self.model.input_size, self.queue, self.drops)
-            src.start()
-            self.sources.append(src)
-
-    # -- the inference thread --------------------------------------------------------------------
-
-    def run(self) -> int:
-        """Run until stop_event is set; then drain, checkpoint and return the exit code 0."""
-        self.restore()
-        self.open_links()
-        settle_heap()
-        systemd.notify("READY=1\nSTATUS=running")
-        watchdog = systemd.watchdog_interval()
-        last = {"watchdog": 0.0, "checkpoint": time.monotonic(),
-                "log": time.monotonic(), "evict": time.monotonic()}
-        try:
-            while not self.stop_event.is_set():
-                items = self._take(timeout=0.05)
-                if items:
-                    self.process(items)
-                now = time.monotonic()
-                if watchdog and now - last["watchdog"] >= watchdog:
-                    systemd.notify("WATCHDOG=1")
-                    last["watchdog"] = now
-                self._maybe_commit(now, last)
-                if self.held:
-                    self.process(self._release_held(now))
-                if self.reload_event.is_set():
-                    self.reload_event.clear()
-                    self.reload()
-                if self.cfg.policy.stream_ttl_s and now - last["evict"] >= 1.0:
-                    self.evict_idle()
-                    last["evict"] = now
-                if now - last["log"] >= self.cfg.log_every_s:
-                    self.log_summary()
-                    last["log"] = now
-        finally:
-            self.shutdown()
-        return 0
-
-    def _take(self, timeout: float) -> list:
-        try:
-            first = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        items = [first]
-        while len(items) < self.cfg.max_batch:
-            try:
-                items.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        self.metrics.queue_depth.set(self.queue.qsize())
-        return items
-
-    def _maybe_commit(self, now: float, last: dict) -> None:
-        """With ack = "checkpoint", a commit window closes every commit_interval_s: its readings'
-        acks, its predictions and a snapshot of the state they led to are set aside, and intake
-        goes on. Once the broker has confirmed those predictions, the snapshot is written and the
-        readings acknowledged. A crash before that makes the broker deliver the window's readings
-        again, and the older checkpoint re-applies them to the same predictions."""
-        if not (self.cfg.ack == "checkpoint" and self.mqtt is not None):
-            if self.cfg.checkpoint and now - last["checkpoint"] >= self.cfg.checkpoint_interval_s and self.dirty:
-                self.save_checkpoint()
-                self.dirty = False
-                last["checkpoint"] = now
-            self._ack_pending()
+    def _start_metrics_server(self) -> None:
+        if not self.cfg.metrics_port:
             return
-        if self.closing is None and now - last["checkpoint"] >= self.cfg.commit_interval_s and (
-                self.pending_acks or self.dirty):
-            self.closing = Window(self.pending_acks, self.pending_pubs, self.snapshot())
-            self.pending_acks, self.pending_pubs, self.dirty = [], [], False
-            last["checkpoint"] = now
-        if self.closing is not None:
-            self.closing.pubs = self._unconfirmed(self.closing.pubs)
-            if not self.closing.pubs:             # else: broker busy or away, try again next turn
-                checkpoint.save(self.cfg.checkpoint, self.closing.snapshot)
-                send_acks(self.closing.acks)
-                self.closing = None
-
-    def _unconfirmed(self, pubs: list) -> list:
-        return [info for info in pubs if not self.mqtt.confirmed(info)]
-
-    def _predictions_confirmed(self, wait_s: float = 0.0) -> bool:
-        deadline = time.monotonic() + wait_s
-        while True:
-            self.pending_pubs = self._unconfirmed(self.pending_pubs)
-            if not self.pending_pubs or time.monotonic() >= deadline:
-                return not self.pending_pubs
-            time.sleep(0.01)
-
-    def _ack_pending(self) -> None:
-        send_acks(self.pending_acks)
-        self.pending_acks.clear()
-
-    def process(self, items: list) -> None:
-        """Handle a list of inbound items in arrival order, stepping each stream at most once
-        per kernel call (a second reading of the same stream waits for the next call)."""
-        self.dirty = True
-        while items:
-            batch, deferred, seen = [], [], set()
-            for item in items:
-                if item.stream in seen:
-                    deferred.append(item)
-                    continue
-                if self._admit(item):
-                    batch.append(item)
-                    seen.add(item.stream)
-            if batch:
-                self._step(batch)
-            items = deferred or self._release_held(time.monotonic())
-        self._count_io_drops()
-
-    def _release_held(self, now: float) -> list:
-        """Readings leaving the reorder buffer, in sequence order: those that now follow on, and
-        (after reorder_timeout_s or when the window is full) the next one past a real gap."""
-        out, pol = [], self.cfg.policy
-        for stream, held in list(self.held.items()):
-            info = self.info.get(stream)
-            cursor = info.last_seq if info is not None else None
-            while held:
-                nxt = (cursor + 1) % WRAP if cursor is not None else None
-                if nxt in held:
-                    seq = nxt
-                # held keeps arrival order, so its first entry is the one waiting longest
-                elif (now - next(iter(held.values())).held_at > pol.reorder_timeout_s
-                      or len(held) > pol.reorder_window):
-                    seq = min(held, key=lambda s: (s - cursor) % WRAP if cursor is not None else s)
-                else:
-                    break
-                item = held.pop(seq)
-                item.released = True
-                out.append(item)
-                cursor = seq
-            if not held:
-                del self.held[stream]
-        return out
-
-    def _admit(self, item) -> bool:
-        """Bookkeeping before a step; True if the reading should be applied now. A reading
-        that skips ahead waits, unacknowledged, in the reorder buffer for the missing ones."""
-        m, pol = self.metrics, self.cfg.policy
-        if item.reading is None:
-            self._ack_later(item)
-            self._control(item)
-            return False
-        r, info = item.reading, self.info.setdefault(item.stream, StreamInfo())
-        held = self.held.get(item.stream, {})
-        if not item.released:
-            m.readings.inc(item.stream)
-        verdict = classify(info, r.seq, r.boot, r.t, pol.max_gap_s, zero_is_reboot=item.serial)
-        if verdict.duplicate or (not item.released and r.seq in held):
-            self._ack_later(item)
-            m.duplicates.inc(item.stream)
-            if verdict.duplicate:
-                self._replay(item.stream, r.seq)
-            return False
-        # A serial link delivers in order: a reading that skips ahead there is a real gap.
-        if (not item.serial and not item.released and not verdict.reboot
-                and 0 < verdict.missing <= pol.reorder_window):
-            item.held_at = time.monotonic()
-            self.held.setdefault(item.stream, {})[r.seq] = item
-            return False
-        self._ack_later(item)
-        if verdict.missing:
-            m.gaps.inc(item.stream, by=verdict.missing)
-        if verdict.reboot:
-            self.replay.forget(item.stream)                  # its seqs start over
-            self._reset(item.stream, "reboot", pol.reboot)
-        if verdict.time_gap:
-            self._reset(item.stream, "time_gap", pol.gap)
-        if not np.isfinite(r.x).all():
-            m.nonfinite.inc(item.stream)
-            self._reset(item.stream, "nonfinite", pol.nonfinite)
-            advance(info, r.seq, r.boot, None, time.time())
-            return False
-        if item.stream not in self.bank and len(self.bank) >= self.bank.capacity:
-            self.evict_idle(force_one=True)
-        return True
-
-    def _replay(self, stream: str, seq: int) -> None:
-        """Answer a reading sent again with the prediction made the first time, if still kept."""
-        hit = self.replay.lookup(stream, seq)
-        if hit is not None:
-            self.emit(stream, seq, hit[0], hit[1], replay=True)
-            self.metrics.replays.inc(stream)
-
-    def _ack_later(self, item) -> None:
-        if item.ack is not None:
-            self.pending_acks.append(item.ack)
-
-    def _control(self, item) -> None:
-        """A message that is not a reading: a bad payload, a RESET or a HELLO frame."""
-        if item.bad_reason:
-            self.metrics.bad_payloads.inc(item.bad_reason)
-        elif item.reset:
-            if item.stream in self.bank:
-                self.bank.reset(item.stream)
-                self.metrics.resets.inc(item.stream, "requested")
-        elif item.boot is not None:                                      # HELLO after a boot
-            info = self.info.setdefault(item.stream, StreamInfo())
-            if info.boot is not None and info.boot != item.boot:
-                self.replay.forget(item.stream)
-                self._reset(item.stream, "reboot", self.cfg.policy.reboot)
-                info.last_seq = None
-                for stale in self.held.pop(item.stream, {}).values():    # readings of the old boot
-                    self._ack_later(stale)
-                    self.metrics.drops.inc("stale_after_reboot")
-            info.boot = item.boot
-
-    def _reset(self, stream: str, reason: str, policy: str) -> None:
-        if policy == "reset":
-            if stream in self.bank:
-                self.bank.reset(stream)
-            self.metrics.resets.inc(stream, reason)
-
-    def _step(self, batch: list) -> None:
-        ids = [it.stream for it in batch]
-        X = np.stack([it.reading.x for it in batch])
-        t0 = time.perf_counter()
+        from prometheus_client import start_http_server
+        host, port = self.cfg.metrics_host, self.cfg.metrics_port
         try:
-            Y = self.bank.step(ids, X)
-            failed = set()
-        except NumericalError as exc:
-            Y, failed = exc.outputs, set(exc.failed_ids)
-        self.metrics.observe("step", [time.perf_counter() - t0])
-        now = time.time()
-        received = []                           # t_recv of the readings answered
-        for it, y in zip(batch, Y):
-            r, info = it.reading, self.info[it.stream]
-            advance(info, r.seq, r.boot, r.t, now)
-            if it.stream in failed:
-                self._reset(it.stream, "numerical", "reset")
+            start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port} ({exc.strerror}): choose another "
+                              "metrics_port, or 0 to turn metrics off") from None
+        log.info("metrics at http://%s:%d/metrics", host, port)
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def _shutdown(self) -> None:
+        """Readings still held for reordering stay unacknowledged: the broker delivers them again."""
+        systemd.notify("STOPPING=1")
+        confirmed = True
+        if self.mqtt is not None and self.outputs.published():
+            mark = self.outputs.published()
+            confirmed = self.mqtt.drive(lambda: self.outputs.confirmed(mark), timeout=3.0)
+        if not self.ledger.commit_all(self.pipeline.snapshot(self.clock()), confirmed):
+            unconfirmed = len(self.mqtt.publications) if self.mqtt is not None else 0
+            log.warning("final commit not made (%d predictions unconfirmed by the broker, or the checkpoint failed): "
+                        "the last checkpoint is kept and the broker will deliver the unacknowledged readings again "
+                        "on restart", unconfirmed)
+        for link in self.links:
+            link.flush()
+            link.close()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.log_summary()
+        log.info("stopped cleanly")
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        self._watch()
+        waiting = [i for i, link in enumerate(self.links) if link.pending()]
+        ready = {i: selectors.EVENT_READ for i in waiting}
+        for key, events in self._selector.select(0 if waiting else IDLE_WAIT_S):
+            if key.data is None:
+                self._drain_wake_pipe()
+            else:
+                ready[key.data] = ready.get(key.data, 0) | events
+        for i, events in ready.items():
+            link = self.links[i]
+            if events & selectors.EVENT_WRITE:
+                link.write()
+            if events & selectors.EVENT_READ:
+                now = self.clock()
+                self.pipeline.handle(link.read(now, self.cfg.max_batch), now)
+        now = self.clock()
+        self.pipeline.handle([], now)               # the reorder buffer's timeouts
+        self.ledger.tick(now, lambda: self.pipeline.snapshot(now), self.outputs)
+        for link in self.links:
+            link.tick(now)
+            link.flush()
+        self._periodic(now)
+
+    def _watch(self) -> None:
+        """Keep the selector on each link's current descriptor. Links reconnect, and a new
+        descriptor may reuse a closed one's number: registrations are by number, remembered
+        with the object they were made for."""
+        for i, link in enumerate(self.links):
+            obj = link.selectable()
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if obj is not None and link.wants_write() else 0)
+            old = self._watched.get(i)
+            if old is not None and old[0] is obj and old[2] == events:
                 continue
-            t_in = r.t if r.t is not None else it.t_recv
-            self.emit(it.stream, r.seq, t_in, y)
-            self.replay.remember(it.stream, r.seq, t_in, y)
-            self.metrics.predictions.inc(it.stream)
-            received.append(it.t_recv)
-        if received:
-            now = time.time()
-            self.metrics.observe("e2e", [now - t for t in received])
+            if old is not None:
+                self._selector.unregister(old[1])   # epoll forgets closed descriptors by itself
+                del self._watched[i]
+            if obj is not None:
+                fd = obj.fileno()
+                self._selector.register(fd, events, i)
+                self._watched[i] = (obj, fd, events)
 
-    def emit(self, stream: str, seq: int, t_in: float, y: np.ndarray, replay: bool = False) -> None:
-        if self.cfg.serial.reply:
-            for src in self.sources:
-                if not src.send_prediction(stream, seq, y):
-                    self.metrics.drops.inc("serial_reply")
-        if self.sink is not None:
-            self.sink(stream, seq, t_in, y, replay)
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _periodic(self, now: float) -> None:
+        due = self._due
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        watchdog = systemd.watchdog_interval()
+        if watchdog and now >= due["watchdog"]:
+            systemd.notify("WATCHDOG=1")
+            due["watchdog"] = now + watchdog
+        if now >= due["evict"]:
+            more = self.pipeline.evict_idle(now, EVICT_PER_TURN) == EVICT_PER_TURN
+            due["evict"] = now if more else now + 1.0
+            self._log_evictions(more)
+        if now >= due["log"]:
+            if due["log"]:
+                self.log_summary()
+            due["log"] = now + self.cfg.log_every_s
+
+    def _log_evictions(self, sweep_goes_on: bool) -> None:
+        evicted = self.pipeline.evicted
+        if sweep_goes_on or not any(evicted.values()):
             return
-        data = prediction_json(stream, seq, t_in, time.time(), self.model.content_hash, y, replay=replay)
-        if self.cfg.output_kind == "mqtt" and self.mqtt is not None:
-            info = self.mqtt.publish(self.cfg.mqtt.publish.format(stream=stream), data, self.cfg.mqtt.qos)
-            if info is None:
-                self.metrics.drops.inc("publish_queue_full")
-            elif self.cfg.mqtt.qos and self.cfg.ack == "checkpoint":
-                self.pending_pubs.append(info)
-        else:
-            os.write(1, data + b"\n")
-
-    def _count_io_drops(self) -> None:
-        for reason, n in list(self.drops.items()):
-            new = n - self._drops_seen.get(reason, 0)
-            if new:
-                self.metrics.drops.inc(reason, by=new)
-                self._drops_seen[reason] = n
-
-    def evict_idle(self, force_one: bool = False) -> None:
-        ttl, now = self.cfg.policy.stream_ttl_s, time.time()
-        idle = sorted((info.last_seen, s) for s, info in self.info.items() if s in self.bank)
-        for last_seen, stream in idle:
-            if (ttl and now - last_seen > ttl) or force_one:
-                self.bank.evict(stream)
-                self.replay.forget(stream)
-                del self.info[stream]
-                self.metrics.forget(stream)
-                self.metrics.drops.inc("evicted_idle" if not force_one else "evicted_capacity")
-                log.info("stream %s evicted (idle %.0f s)", stream, now - last_seen)
-                force_one = False
-        self.metrics.streams.set(len(self.bank))
+        log.info("forgot %d streams silent for over %.0f s and %d to make room for new ones (capacity %d)",
+                 evicted["idle"], self.cfg.policy.stream_ttl_s, evicted["capacity"], self.cfg.capacity)
+        evicted["idle"] = 0
+        evicted["capacity"] = 0
 
     def reload(self) -> None:
-        """SIGHUP: load the model file again; keep state if the architecture is unchanged."""
+        """SIGHUP: load the model file again; a file that fails to load, or a model with other
+        input or output sizes (the links decode and publish for the current one), changes nothing."""
         try:
             new = self._load_model()
         except Exception as exc:               # a bad new file must not stop a running service
             log.error("reload failed, keeping the current model: %s", exc)
             return
-        self.replay.clear()
-        if new.spec.architecture() == self.model.spec.architecture():
-            states = {s: self.bank.get_state(s).values for s in self.bank.ids}
-            self.model, self.bank = new, new.bank(self.cfg.capacity, backend=self.cfg.backend)
-            for s, values in states.items():
-                self.bank.set_state(s, StreamState(new.content_hash, values))
-            log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(states))
-        else:
-            self.model, self.bank = new, new.bank(self.cfg.capacity, backend=self.cfg.backend)
-            for info in self.info.values():
-                info.last_t = None
-            log.warning("model reloaded with a different architecture: every stream starts from zero state")
+        old = self.pipeline.model
+        if (new.input_size, new.output_size) != (old.input_size, old.output_size):
+            log.error("reload refused, keeping the current model: the new one maps %d -> %d values, the running "
+                      "one %d -> %d; restart the daemon to change sizes", new.input_size, new.output_size,
+                      old.input_size, old.output_size)
+            return
+        self.pipeline.swap_model(new)
         settle_heap()                          # the old model's cycles are collected here
 
     def log_summary(self) -> None:
         s = self.metrics.summary()
-        log.info("streams %d | readings %d predictions %d | duplicates %d replayed %d gaps %d nonfinite %d | "
-                 "bad payloads %d drops %d | queue %d | step p50 %.3f ms p99 %.3f ms | e2e p50 %.2f ms p99 %.2f ms",
-                 len(self.bank), s["readings"], s["predictions"], s["duplicates"], s["replays"], s["gaps"],
-                 s["nonfinite"], s["bad_payloads"], s["drops"], self.queue.qsize(), s.get("step_p50_ms", 0),
-                 s.get("step_p99_ms", 0), s.get("e2e_p50_ms", 0), s.get("e2e_p99_ms", 0))
-
-    def shutdown(self) -> None:
-        """Stop intake, process what is queued, checkpoint, acknowledge, close the links."""
-        systemd.notify("STOPPING=1")
-        if self.mqtt is not None:
-            self.mqtt.stopping = True
-        for src in self.sources:
-            src.stop()
-        leftover = []
-        while True:
-            try:
-                leftover.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        if leftover:
-            self.process(leftover)
-        if self.closing is not None:               # one commit covers both windows now
-            self.pending_acks = self.closing.acks + self.pending_acks
-            self.pending_pubs = self.closing.pubs + self.pending_pubs
-            self.closing = None
-        confirmed = self.mqtt is None or self._predictions_confirmed(wait_s=3.0)
-        if self.cfg.checkpoint and confirmed:
-            self.save_checkpoint()
-            self._ack_pending()
-        elif not confirmed:
-            log.warning("broker did not confirm %d predictions: the last checkpoint is kept and the broker "
-                        "will deliver the unacknowledged readings again on restart", len(self.pending_pubs))
-        else:
-            self._ack_pending()
-        if self.mqtt is not None:
-            self.mqtt.stop()
-        self.log_summary()
-        log.info("stopped cleanly")
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+        log.info("streams %d | readings %d predictions %d | duplicates %d replayed %d gaps %d resyncs %d "
+                 "nonfinite %d | bad payloads %d drops %d | held %d unacked %d | step p50 %.3f ms p99 %.3f ms | "
+                 "e2e p50 %.2f ms p99 %.2f ms",
+                 len(self.pipeline.seq), s["readings"], s["predictions"], s["duplicates"], s["replays"], s["gaps"],
+                 s["resyncs"], s["nonfinite"], s["bad_payloads"], s["drops"], self.pipeline.seq.held_count(),
+                 self.ledger.unacknowledged(), s.get("step_p50_ms", 0), s.get("step_p99_ms", 0),
+                 s.get("e2e_p50_ms", 0), s.get("e2e_p99_ms", 0))

@@ -1,30 +1,41 @@
-"""The MQTT link (paho-mqtt 2.x, MQTT v5): readings in, predictions and status out.
+"""The MQTT link (paho-mqtt 2.x, MQTT v5), driven by the daemon's thread: readings in,
+predictions and status out.
 
-paho's network thread only decodes and enqueues (blocking while the queue is full, which
-pushes back through TCP to the broker instead of losing readings). Readings are acknowledged
-by the inference thread once their state update is committed (manual ack), so a crash before
-that makes the broker deliver them again. A persistent session (fixed client id,
-clean_start=False, a session expiry interval) keeps readings queued at the broker while we
-are away. Subscriptions are made in on_connect, so they come back after every reconnect.
+No paho thread: the daemon's selector watches paho's socket and calls read/write/flush, so a
+message is decoded, stepped, answered and acknowledged on one thread without hand-offs.
+Only the blocking TCP/TLS connect runs aside, in a short-lived thread; while it runs the
+daemon's thread leaves the client alone. Readings are acknowledged manually once committed
+(daemon/ledger.py), so a crash before that makes the broker deliver them again. A persistent
+session (fixed client id, clean_start=False, a session expiry) keeps readings queued at the
+broker while we are away; subscriptions are made on every connect.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
+import select
 import socket
 import ssl
 import threading
 import time
+from typing import Callable
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ..daemon.config import MqttConfig
+from ..daemon.messages import Message, Origin, ReadingMsg, RejectedMsg
+from ..errors import Rejected
 from ..protocol import payload
-from . import Inbound, count_drop
+from ..protocol.stream_id import check_stream_id
+from . import paho_fast
 
 log = logging.getLogger(__name__)
+SESSION_TAKEN_OVER = 142            # MQTT v5 DISCONNECT reason 0x8E
+MISC_EVERY_S = 1.0                  # keepalive and timeout checks
 
 
 def no_nagle(client, userdata, sock) -> None:
@@ -36,157 +47,378 @@ def no_nagle(client, userdata, sock) -> None:
         pass
 
 
+class Publications:
+    """Predictions handed out, numbered 0, 1, 2... in order, and which the broker has not
+    confirmed yet. A dropped or QoS 0 prediction is settled at once: nothing will confirm it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._unsettled: collections.OrderedDict[int, None] = collections.OrderedDict()   # token, oldest first
+        self._token_of_mid: dict[int, int] = {}
+
+    def issue(self) -> int:
+        token = self.count
+        self.count += 1
+        self._unsettled[token] = None
+        return token
+
+    def sent(self, token: int, mid: int) -> None:
+        self._token_of_mid[mid] = token
+
+    def settle(self, token: int) -> None:
+        self._unsettled.pop(token, None)
+
+    def confirmed_mid(self, mid: int) -> None:
+        token = self._token_of_mid.pop(mid, None)
+        if token is not None:
+            self.settle(token)
+
+    def settled_before(self, mark: int) -> bool:
+        """Every prediction numbered below `mark` is settled."""
+        return not self._unsettled or next(iter(self._unsettled)) >= mark
+
+    def __len__(self) -> int:
+        return len(self._unsettled)
+
+
 class MqttLink:
-    def __init__(self, cfg, n_inputs: int, out: queue.Queue | None, drops: dict):
-        self.cfg, self.n_inputs, self.out, self.drops = cfg, n_inputs, out, drops
+    name = "mqtt"
+
+    def __init__(self, cfg: MqttConfig, n_inputs: int, count: Callable[[str], None], subscribe: bool = True):
+        self.cfg = cfg
+        self.n_inputs = n_inputs
+        self._count = count                     # counts a drop: edgelstm_drops_total{reason}
+        self._subscribe = subscribe and bool(cfg.subscribe)
         self.status_topic = cfg.status_topic.format(client_id=cfg.client_id)
         self.connected = threading.Event()
-        self.stopping = False
+        self.subscribed = threading.Event()
         self.connects = 0
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
-                                      protocol=mqtt.MQTTv5, manual_ack=True)
+        self.taken_over = False
+        self.publications = Publications()
+        self._inbox: list[Message] = []
+        self._waiting: collections.deque[tuple[str, bytes, int, float]] = collections.deque()  # topic, data, token, t
+        self._connector: threading.Thread | None = None
+        self._connect_error: BaseException | None = None
+        self._next_attempt = 0.0
+        self._delay = cfg.reconnect_min_s
+        self._last_misc = 0.0
+        self._packets = 0                       # packets handled, to see when a read made progress
+        self._stopping = False
+        self._attempted = False                 # connect() once, reconnect() after that
+        prefix, _, suffix = cfg.subscribe.partition("+")
+        self._prefix = prefix
+        self._suffix = suffix
+        self.client = self._make_client()
+        self.fast = paho_fast.accelerate(self.client)
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv5,
+                        manual_ack=True)
         c.enable_logger(logging.getLogger("edgelstm.paho"))
-        c.suppress_exceptions = True            # an exception in a callback never kills the loop
-        c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        c.suppress_exceptions = True            # an exception in a callback never breaks the loop
         c.max_queued_messages_set(cfg.max_queued_out)
         c.max_inflight_messages_set(cfg.max_inflight_out)
         c.will_set(self.status_topic, b"offline", qos=1, retain=True)
-        if cfg.username:
-            c.username_pw_set(cfg.username, cfg.password())
+        username, password = cfg.credentials()
+        if username:
+            c.username_pw_set(username, password)
         if cfg.tls:
             c.tls_set(ca_certs=cfg.tls_ca or None, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None,
                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
-        c.on_publish, c.on_subscribe = self._on_publish, self._on_subscribe
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         c.on_socket_open = no_nagle
-        prefix, _, suffix = cfg.subscribe.partition("+")
-        self._prefix, self._suffix = prefix, suffix
+        # With a write callback set, paho queues packets instead of writing each one at once:
+        # the daemon writes a whole batch with one flush().
+        c.on_socket_register_write = lambda *_: None
+        c.on_socket_unregister_write = lambda *_: None
+        return c
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- the Link contract ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        props.ReceiveMaximum = self.cfg.receive_maximum
-        props.MaximumPacketSize = self.cfg.max_packet_bytes
-        host, port = self.cfg.host_port
-        # connect_async + loop_start: the broker may be absent at start-up; paho keeps trying.
-        self.client.connect_async(host, port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props)
-        self.client.loop_start()
+    def open(self, now: float) -> None:
+        self._next_attempt = now
 
-    def stop(self) -> None:
-        self.stopping = True
+    def selectable(self) -> socket.socket | None:
+        return None if self._busy() else self.client.socket()
+
+    def wants_write(self) -> bool:
+        return not self._busy() and self.client.want_write()
+
+    def pending(self) -> bool:
+        """Bytes already taken from the socket (read-ahead, TLS) wait to be parsed: the selector
+        cannot see them, so the daemon reads again without waiting."""
+        return not self._busy() and paho_fast.buffered(self.client)
+
+    def read(self, now: float, limit: int) -> list[Message]:
+        if self._busy():
+            return []
+        if self.fast:
+            self.client.loop_read(limit)
+        else:
+            self._read_stock(limit)
+        inbox = self._inbox
+        self._inbox = []
+        return inbox
+
+    def _read_stock(self, limit: int) -> None:
+        """Stock paho reads one packet per loop_read here: read until one makes no progress."""
+        for _ in range(limit):
+            before = self._packets
+            if self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS or self._packets == before:
+                return
+
+    def write(self) -> None:
+        if not self._busy():
+            self.client.loop_write()
+
+    def tick(self, now: float) -> None:
+        if self._busy():
+            return
+        if self._connector is not None:
+            self._connect_finished(now)
+        if self.client.socket() is None:
+            if not (self.taken_over or self._stopping) and now >= self._next_attempt:
+                self._start_connect()
+            self._expire_waiting(now, connected=False)
+            return
+        if now - self._last_misc >= MISC_EVERY_S:
+            self._last_misc = now
+            self.client.loop_misc()
+        self._expire_waiting(now, connected=True)
+
+    def ack(self, origin: Origin) -> None:
+        """Packet ids belong to the session, not the connection: a reading not acknowledged
+        before a disconnect is delivered again under its id, so a later ack still names it.
+        While disconnected the ack cannot be sent; the redelivered copy is a duplicate."""
+        if origin.ack_id is not None and self.connected.is_set() and not self._busy():
+            self.client.ack(origin.ack_id, 1)
+
+    def reply(self, origin: Origin, seq: int, y: np.ndarray) -> bool:
+        return False                            # MQTT answers go out as publications, not replies
+
+    def flush(self) -> None:
+        if self._busy():
+            return
+        self._send_waiting()
+        if self.client.socket() is not None:
+            self.client.loop_write()
+
+    def close(self) -> None:
+        """Publish "offline" (retained) and disconnect cleanly; the Last Will covers a crash."""
+        self._stopping = True
+        if self._connector is not None:
+            self._connector.join(timeout=10)
         if self.connected.is_set():
             info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout=2)
-            except (RuntimeError, ValueError):
-                pass
-        self.client.disconnect()
-        self.client.loop_stop()
+            self.drive(lambda: info.is_published(), timeout=2.0)
+            self.client.disconnect()
+            self.client.loop_write()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
 
-    # -- paho callbacks (network thread) ---------------------------------------------------------
+    # -- publishing -------------------------------------------------------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def publish(self, topic: str, data: bytes) -> None:
+        """Hand a prediction out. Queued while disconnected (at most max_queued_out, then dropped
+        and counted); while connected and paho's queue is full, it waits up to publish_wait_s."""
+        qos = self.cfg.qos
+        token = self.publications.issue()
+        if self._waiting or not self.connected.is_set() or self._busy():
+            self._wait(topic, data, token)
+            return
+        if not self._hand_to_paho(topic, data, token, qos):
+            self._wait(topic, data, token)
+
+    def _hand_to_paho(self, topic: str, data: bytes, token: int, qos: int) -> bool:
+        info = self.client.publish(topic, data, qos=qos)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            return False
+        if qos == 0 or info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            self.publications.settle(token)
+        else:
+            self.publications.sent(token, info.mid)
+        return True
+
+    def _wait(self, topic: str, data: bytes, token: int) -> None:
+        """Away: at most max_queued_out wait. Connected, the broker only confirms slowly: the
+        daemon holds step-mode acks meanwhile (congested()), so MQTT input stops at
+        receive_maximum readings; the extra room is theirs."""
+        room = self.cfg.max_queued_out + (self.cfg.receive_maximum if self.connected.is_set() else 0)
+        if len(self._waiting) >= room:
+            self.publications.settle(token)
+            self._count("publish_queue_full")
+            return
+        self._waiting.append((topic, data, token, time.monotonic()))
+
+    def congested(self) -> bool:
+        """Predictions wait for room in paho's queue."""
+        return bool(self._waiting)
+
+    def _send_waiting(self) -> None:
+        if not self.connected.is_set():
+            return
+        while self._waiting:
+            topic, data, token, _ = self._waiting[0]
+            if not self._hand_to_paho(topic, data, token, self.cfg.qos):
+                return
+            self._waiting.popleft()
+
+    def _expire_waiting(self, now: float, connected: bool) -> None:
+        """Connected but the broker confirms too slowly: after publish_wait_s a prediction is dropped."""
+        if not connected:
+            return
+        while self._waiting and now - self._waiting[0][3] > self.cfg.publish_wait_s:
+            self.publications.settle(self._waiting.popleft()[2])
+            self._count("publish_timeout")
+
+    def drive(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Run the socket until done() or timeout (shutdown only: the daemon's loop has stopped,
+        so what arrives now is not stepped; unacknowledged readings come again after a restart)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            self.tick(now)
+            self.flush()
+            sock = self.selectable()
+            if sock is None:
+                time.sleep(0.01)
+                continue
+            if self.pending() or select.select([sock], [sock] if self.wants_write() else [], [], 0.05)[0]:
+                self.read(now, 1000)
+        return True
+
+    # -- connecting -------------------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        """A connect is running in its thread: the client is not ours to touch until it ends."""
+        connector = self._connector
+        return connector is not None and connector.is_alive()
+
+    def _start_connect(self) -> None:
+        self._connect_error = None
+        first = not self._attempted
+        self._attempted = True
+        self._connector = threading.Thread(target=self._connect, args=(first,), name="mqtt-connect", daemon=True)
+        self._connector.start()
+
+    def _connect(self, first: bool) -> None:
+        try:
+            if first:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self.cfg.session_expiry_s
+                props.ReceiveMaximum = self.cfg.receive_maximum
+                props.MaximumPacketSize = self.cfg.max_packet_bytes
+                host, port = self.cfg.host_port
+                self.client.connect(host, port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props)
+            else:
+                self.client.reconnect()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._connect_error = exc
+
+    def _connect_finished(self, now: float) -> None:
+        self._connector = None
+        if self._connect_error is None:
+            self._last_misc = now
+            return
+        host, port = self.cfg.host_port
+        log.warning("mqtt: cannot connect to %s:%d (%s); retrying in %.1f s", host, port, self._connect_error,
+                    self._delay)
+        self._retry_later(now)
+        sock = self.client.socket()
+        if sock is not None:                    # a TLS handshake that failed after the TCP connect
+            sock.close()
+
+    def _retry_later(self, now: float) -> None:
+        self._next_attempt = now + self._delay
+        self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
+
+    # -- paho callbacks (on the daemon's thread, from inside read/write/tick) --------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._packets += 1
         if reason_code.is_failure:
-            log.warning("mqtt: connection refused: %s", reason_code)
+            log.warning("mqtt: the broker refused the connection: %s", reason_code)
             return
         self.connects += 1
-        # MQTT v5: a broker may refuse publishes beyond its Receive Maximum ("quota exceeded",
-        # counted as publish_rejected). paho neither applies it nor lets us change the limit now.
+        self._delay = self.cfg.reconnect_min_s
         broker_max = getattr(properties, "ReceiveMaximum", 65_535)
         if broker_max < self.cfg.max_inflight_out and self.connects == 1:
             log.info("mqtt: the broker's Receive Maximum is %d, mqtt.max_inflight_out %d: if it refuses predictions "
                      "(edgelstm_drops_total{reason=\"publish_rejected\"}), lower mqtt.max_inflight_out to %d or raise "
                      "the broker's max_inflight_messages", broker_max, self.cfg.max_inflight_out, broker_max)
         log.info("mqtt: connected to %s:%d (session present: %s)", *self.cfg.host_port, flags.session_present)
-        if self.out is not None and self.cfg.subscribe:
-            client.subscribe(self.cfg.subscribe, qos=self.cfg.qos)
+        if self._subscribe:
+            rc, _ = client.subscribe(self.cfg.subscribe, qos=self.cfg.qos)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                log.error("mqtt: cannot subscribe to %s: %s", self.cfg.subscribe, mqtt.error_string(rc))
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self.connected.set()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """The broker's answer to the subscription made in _on_connect. Readings published before
         it (on a first connect: no session yet) were never routed to us; after it, the session
         keeps them while we are away."""
+        self._packets += 1
         granted = reason_codes[0]
         if granted.is_failure:
             log.warning("mqtt: the broker refused the subscription to %s (%s): no readings will arrive; "
                         "check the broker's ACL for this client id or user", self.cfg.subscribe, granted)
-        elif granted.value < self.cfg.qos:
+            return
+        if granted.value < self.cfg.qos:
             log.warning("mqtt: subscribed to %s with QoS %d only, not %d: the broker neither keeps readings for "
                         "us while we are away nor redelivers unacknowledged ones; raise its max_qos",
                         self.cfg.subscribe, granted.value, self.cfg.qos)
         else:
             log.info("mqtt: subscribed to %s (QoS %d)", self.cfg.subscribe, granted.value)
+        self.subscribed.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        if not self.stopping:
-            log.warning("mqtt: disconnected (%s); reconnecting with backoff", reason_code)
+        self.subscribed.clear()
+        if self._stopping:
+            return
+        now = time.monotonic()
+        if reason_code == SESSION_TAKEN_OVER:
+            self.taken_over = True
+            log.error("mqtt: another client connected with client id %r and took this daemon's session over. "
+                      "Not reconnecting (two daemons would take it from each other in a loop): give each daemon "
+                      "its own mqtt.client_id, then restart this one", self.cfg.client_id)
+            return
+        log.warning("mqtt: disconnected (%s); reconnecting in %.1f s", reason_code, self._delay)
+        self._retry_later(now)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._packets += 1
+        self.publications.confirmed_mid(mid)
         if reason_code.is_failure:                  # e.g. not authorized to publish on that topic
-            count_drop(self.drops, "publish_rejected")
-            log.warning("mqtt: the broker refused a prediction (%s): check its ACL for %s", reason_code,
-                        self.cfg.publish)
+            self._count("publish_rejected")
+            log.debug("mqtt: the broker refused a publication (%s): check its ACL for %s", reason_code,
+                      self.cfg.publish)
 
-    def _on_message(self, client, userdata, msg):
-        topic = msg.topic
-        stream = topic[len(self._prefix):len(topic) - len(self._suffix)] if topic.startswith(self._prefix) \
-            and topic.endswith(self._suffix) else ""
-        ack = self._acker(msg.mid) if msg.qos > 0 else None
-        if not stream or "/" in stream:
-            item = Inbound("", None, bad_reason="topic", ack=ack)
-        else:
-            try:
-                item = Inbound(stream, payload.decode_mqtt(msg.payload, self.n_inputs), ack=ack)
-            except payload.PayloadError as exc:
-                item = Inbound(stream, None, bad_reason=exc.reason, ack=ack)
-        while True:                     # back-pressure: wait for room rather than lose a reading
-            try:
-                self.out.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                if self.stopping:
-                    count_drop(self.drops, "shutdown")
-                    return
+    def _on_message(self, client, userdata, msg) -> None:
+        self._packets += 1
+        origin = Origin(self, msg.mid if msg.qos > 0 else None, None, False, time.time())
+        try:
+            stream = check_stream_id(self._stream_of(msg.topic))
+            self._inbox.append(ReadingMsg(stream, payload.decode_mqtt(msg.payload, self.n_inputs), origin))
+        except Rejected as exc:
+            self._inbox.append(RejectedMsg(exc.reason, origin))
+        except UnicodeDecodeError:                  # a topic that is not UTF-8
+            self._inbox.append(RejectedMsg("topic", origin))
+        except Exception:                           # a decoder bug: count it, never leave it unacknowledged
+            log.exception("mqtt: decoding a message failed unexpectedly (counted as bad payload 'internal')")
+            self._inbox.append(RejectedMsg("internal", origin))
 
-    def _acker(self, mid: int):
-        """The ack for one message. Packet ids belong to the session, not the connection: the
-        broker resends an unacknowledged message after a reconnect under its original id, so
-        an ack that waited across a reconnect still names the right message."""
-        def ack():
-            if self.connected.is_set():
-                self.client.ack(mid, 1)
-        return ack
-
-    # -- publishing (inference thread) -----------------------------------------------------------
-
-    def publish(self, topic: str, data: bytes, qos: int = 1):
-        """Queue a publish: its MessageInfo, or None (counted by the caller) when the outgoing
-        queue is full. Messages queued while disconnected are sent after reconnecting; while
-        connected, a full queue means the broker is slower than we are, and this waits up to
-        publish_wait_s for it to confirm earlier ones (back-pressure that reaches the readings'
-        producers through the broker), rather than drop a prediction the broker would take.
-        Never while the input queue is full: paho's thread may be waiting there, and only that
-        thread takes the broker's confirmations (waiting would be a deadlock)."""
-        deadline = None
-        while True:
-            info = self.client.publish(topic, data, qos=qos)
-            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                return info
-            if (info.rc != mqtt.MQTT_ERR_QUEUE_SIZE or not self.connected.is_set() or self.stopping
-                    or (self.out is not None and self.out.full())):
-                return None
-            now = time.monotonic()
-            deadline = deadline or now + self.cfg.publish_wait_s
-            if now >= deadline:
-                return None
-            time.sleep(0.001)
-
-    @staticmethod
-    def confirmed(info) -> bool:
-        """Whether the broker acknowledged a publish. (MessageInfo.is_published() raises for a
-        message queued while disconnected, even after it went out; the flag itself is accurate.)"""
-        return bool(getattr(info, "_published", False))
+    def _stream_of(self, topic: str) -> str:
+        if topic.startswith(self._prefix) and topic.endswith(self._suffix) and len(topic) > len(self._prefix) + len(
+                self._suffix):
+            return topic[len(self._prefix):len(topic) - len(self._suffix)]
+        raise Rejected("topic", f"{topic[:80]!r} does not match {self.cfg.subscribe!r}")

@@ -1,5 +1,10 @@
-"""The serial reader thread: opens the port exclusively, decodes frames (or lines) and hands
-readings to the inference thread; survives unplug/replug by reopening with backoff."""
+"""The serial link: a board on a UART/USB port, read by the daemon's thread from its selector.
+
+The port is opened exclusively and non-blocking; frames (firmware_bridge/PROTOCOL.md) or text
+lines are decoded as they arrive. An unplugged board is reopened with backoff. Replies to the
+board go through a bounded writer thread: a board that does not read them blocks that thread
+(write_timeout per frame) and loses replies (counted), never the daemon's thread.
+"""
 
 from __future__ import annotations
 
@@ -7,144 +12,211 @@ import logging
 import queue
 import termios
 import threading
+import time
+from typing import Callable
 
+import numpy as np
 import serial
 
+from ..daemon.config import SerialConfig
+from ..daemon.messages import HelloMsg, Message, Origin, ReadingMsg, RejectedMsg, ResetMsg
+from ..errors import Rejected
 from ..protocol import frame as framing
 from ..protocol import payload
-from . import Inbound, count_drop
+from ..protocol.stream_id import check_stream_id
 
 log = logging.getLogger(__name__)
 MAX_LINE = 4096
+REPLY_QUEUE = 256                       # PREDICTION frames waiting for a slow board
+WRITE_TIMEOUT_S = 0.05
+PORT_ERRORS = (serial.SerialException, OSError, termios.error, TypeError, ValueError)
 
 
-class SerialSource:
-    """Reads `cfg.port`; put()s an Inbound per reading (or bad message) into `out`.
+class ReplyWriter:
+    """A thread that writes frames to the current port, from a bounded queue."""
 
-    When `out` is full the reading is dropped and counted under `drops` (a serial line cannot
-    be paused: blocking would only overflow the OS buffer instead)."""
+    def __init__(self, port: Callable[[], serial.Serial | None]):
+        self._port = port
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=REPLY_QUEUE)
+        self._thread = threading.Thread(target=self._run, name="serial-replies", daemon=True)
+        self._thread.start()
 
-    def __init__(self, cfg, n_inputs: int, out: queue.Queue, drops: dict):
-        self.cfg, self.n_inputs, self.out, self.drops = cfg, n_inputs, out, drops
+    def put(self, data: bytes) -> bool:
+        try:
+            self._queue.put_nowait(data)
+            return True
+        except queue.Full:
+            return False
+
+    def stop(self) -> None:
+        try:
+            self._queue.put(None, timeout=1.0)
+        except queue.Full:
+            pass
+        self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            port = self._port()
+            if port is None:
+                continue
+            try:
+                port.write(data)
+            except (serial.SerialTimeoutException, *PORT_ERRORS):
+                pass                            # the board is gone or not reading: the reply is lost
+
+
+class SerialLink:
+    name = "serial"
+
+    def __init__(self, cfg: SerialConfig, n_inputs: int, count: Callable[[str], None]):
+        self.cfg = cfg
+        self.n_inputs = n_inputs
+        self._count = count
         self.decoder = framing.FrameDecoder()
         self._line = bytearray()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="serial-reader", daemon=True)
         self.port: serial.Serial | None = None
         self.connected = threading.Event()
         self.reconnects = 0
-        self._write_lock = threading.Lock()
+        self._next_attempt = 0.0
+        self._delay = cfg.reconnect_min_s
+        self._inbox: list[Message] = []
+        self._replies = ReplyWriter(lambda: self.port) if cfg.reply else None
 
-    def start(self) -> None:
-        self._thread.start()
+    # -- the Link contract ------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        self._stop.set()
-        port = self.port
-        if port is not None:
-            try:
-                port.cancel_read()
-            except (OSError, serial.SerialException, AttributeError):
-                pass
-        self._thread.join(timeout=5)
+    def open(self, now: float) -> None:
+        self._next_attempt = now
+        self.tick(now)
 
-    def _open(self) -> serial.Serial:
-        return serial.Serial(self.cfg.port, self.cfg.baud, timeout=0.2, write_timeout=0.05, exclusive=True)
+    def selectable(self) -> serial.Serial | None:
+        return self.port
 
-    def send_prediction(self, stream: str, seq: int, y) -> bool:
-        """A PREDICTION frame back to the board (called by the inference thread). False when the
-        link is down or the board does not read fast enough: the caller counts the drop."""
-        port, number = self.port, stream[len(self.cfg.stream_prefix):]
-        if port is None or not number.isdigit():
-            return False
-        data = framing.encode(payload.prediction_frame(int(number), seq, y))
-        try:
-            with self._write_lock:
-                port.write(data)
-            return True
-        except (serial.SerialException, serial.SerialTimeoutException, OSError, termios.error, TypeError):
-            return False
+    def wants_write(self) -> bool:
+        return False
 
-    def _run(self) -> None:
-        delay = self.cfg.reconnect_min_s
-        while not self._stop.is_set():
-            try:
-                self.port = self._open()
-            except (serial.SerialException, OSError, termios.error, ValueError) as exc:
-                log.warning("serial %s: cannot open (%s); retrying in %.1f s", self.cfg.port, exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.cfg.reconnect_max_s)
-                continue
-            log.info("serial %s: open at %d baud", self.cfg.port, self.cfg.baud)
-            self.connected.set()
-            delay = self.cfg.reconnect_min_s
-            try:
-                self._read_until_error()
-            finally:
-                self.connected.clear()
-                try:
-                    self.port.close()
-                except (OSError, serial.SerialException, termios.error):
-                    pass
-                self.port = None
-                self.decoder.reset()            # never glue a partial frame to the next one
-                self._line.clear()
-            if not self._stop.is_set():
-                self.reconnects += 1
-                log.warning("serial %s: link lost; reopening", self.cfg.port)
-                self._stop.wait(delay)
+    def pending(self) -> bool:
+        return False                            # every read takes what the port holds now
 
-    def _read_until_error(self) -> None:
-        while not self._stop.is_set():
-            try:
-                chunk = self.port.read(max(1, min(self.port.in_waiting, 65536)))
-            except (serial.SerialException, OSError, termios.error, TypeError) as exc:
-                log.debug("serial read failed: %s", exc)
-                return
-            if chunk:
-                self._handle(chunk)
+    def write(self) -> None:
+        pass
 
-    def _handle(self, chunk: bytes) -> None:
-        if self.cfg.mode == "lines":
-            self._handle_lines(chunk)
+    def flush(self) -> None:
+        pass
+
+    def ack(self, origin: Origin) -> None:
+        pass                                    # a serial line has no acknowledgements
+
+    def tick(self, now: float) -> None:
+        if self.port is not None or now < self._next_attempt:
             return
+        try:
+            self.port = serial.Serial(self.cfg.port, self.cfg.baud, timeout=0, write_timeout=WRITE_TIMEOUT_S,
+                                      exclusive=True)
+        except PORT_ERRORS as exc:
+            log.warning("serial %s: cannot open (%s); retrying in %.1f s", self.cfg.port, exc, self._delay)
+            self._next_attempt = now + self._delay
+            self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
+            return
+        log.info("serial %s: open at %d baud", self.cfg.port, self.cfg.baud)
+        self._delay = self.cfg.reconnect_min_s
+        self.connected.set()
+
+    def read(self, now: float, limit: int) -> list[Message]:
+        port = self.port
+        if port is None:
+            return []
+        try:
+            chunk = port.read(max(1, min(port.in_waiting, 65536)))
+        except PORT_ERRORS as exc:
+            log.warning("serial %s: link lost (%s); reopening", self.cfg.port, exc)
+            self._lost(now)
+            return []
+        if chunk:
+            if self.cfg.mode == "lines":
+                self._lines(chunk)
+            else:
+                self._frames(chunk)
+        inbox = self._inbox
+        self._inbox = []
+        return inbox
+
+    def reply(self, origin: Origin, seq: int, y: np.ndarray) -> bool:
+        if self._replies is None or origin.reply_to is None or self.port is None:
+            return False
+        return self._replies.put(framing.encode(payload.prediction_frame(origin.reply_to, seq, y)))
+
+    def close(self) -> None:
+        if self._replies is not None:
+            self._replies.stop()
+        self._close_port()
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def _origin(self, board_stream: int | None) -> Origin:
+        return Origin(self, None, board_stream, True, time.time())
+
+    def _frames(self, chunk: bytes) -> None:
         before = dict(self.decoder.errors)
         for f in self.decoder.feed(chunk):
-            self._handle_frame(f)
+            self._frame(f)
         for reason, n in self.decoder.errors.items():
             for _ in range(n - before.get(reason, 0)):
-                self._put(Inbound("", None, bad_reason=f"frame_{reason}"))
+                self._inbox.append(RejectedMsg(f"frame_{reason}", self._origin(None)))
 
-    def _handle_frame(self, f: framing.Frame) -> None:
-        stream = f"{self.cfg.stream_prefix}{f.stream}"
+    def _frame(self, f: framing.Frame) -> None:
+        origin = self._origin(f.stream)
         try:
+            stream = check_stream_id(f"{self.cfg.stream_prefix}{f.stream}")
             if f.type == framing.MsgType.READING:
-                self._put(Inbound(stream, payload.decode_frame(f, self.n_inputs), serial=True))
+                self._inbox.append(ReadingMsg(stream, payload.decode_frame(f, self.n_inputs), origin))
             elif f.type == framing.MsgType.HELLO:
-                self._put(Inbound(stream, None, boot=payload.decode_hello(f)))
+                self._inbox.append(HelloMsg(stream, payload.decode_hello(f), origin))
             elif f.type == framing.MsgType.RESET:
-                self._put(Inbound(stream, None, reset=True))
-        except payload.PayloadError as exc:
-            self._put(Inbound(stream, None, bad_reason=exc.reason))
+                self._inbox.append(ResetMsg(stream, origin))
+        except Rejected as exc:
+            self._inbox.append(RejectedMsg(exc.reason, origin))
+        except Exception:                       # a decoder bug: count it, keep reading
+            log.exception("serial: decoding a frame failed unexpectedly (counted as bad payload 'internal')")
+            self._inbox.append(RejectedMsg("internal", origin))
 
-    def _handle_lines(self, chunk: bytes) -> None:
+    def _lines(self, chunk: bytes) -> None:
         self._line += chunk
         *lines, rest = self._line.split(b"\n")
         self._line = bytearray(rest)
         if len(self._line) > MAX_LINE:
             self._line.clear()
-            self._put(Inbound("", None, bad_reason="oversize"))
+            self._inbox.append(RejectedMsg("oversize", self._origin(None)))
         for line in lines:
-            if not line.strip():
-                continue
-            try:
-                stream, reading = payload.decode_line(line, self.n_inputs)
-                self._put(Inbound(f"{self.cfg.stream_prefix}{stream}", reading, serial=True))
-            except payload.PayloadError as exc:
-                self._put(Inbound("", None, bad_reason=exc.reason))
+            if line.strip():
+                self._one_line(bytes(line))
 
-    def _put(self, item: Inbound) -> None:
+    def _one_line(self, line: bytes) -> None:
+        origin = self._origin(None)
         try:
-            self.out.put_nowait(item)
-        except queue.Full:
-            count_drop(self.drops, "queue_full")
+            stream, reading = payload.decode_line(line, self.n_inputs)
+            self._inbox.append(ReadingMsg(check_stream_id(f"{self.cfg.stream_prefix}{stream}"), reading, origin))
+        except Rejected as exc:
+            self._inbox.append(RejectedMsg(exc.reason, origin))
+        except Exception:                       # a decoder bug: count it, keep reading
+            log.exception("serial: decoding a line failed unexpectedly (counted as bad payload 'internal')")
+            self._inbox.append(RejectedMsg("internal", origin))
+
+    # -- losing the port --------------------------------------------------------------------------
+
+    def _lost(self, now: float) -> None:
+        self._close_port()
+        self.reconnects += 1
+        self._next_attempt = now + self._delay
+
+    def _close_port(self) -> None:
+        port = self.port
+        self.port = None
+        self.connected.clear()
+        self.decoder.reset()                    # never glue a partial frame to the next one
+        self._line.clear()
+        if port is not None:
+            try:
+                port.close()
+            except PORT_ERRORS:
+                pass

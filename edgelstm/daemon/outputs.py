@@ -1,0 +1,55 @@
+"""Where a prediction goes: an MQTT topic, stdout or a callable (embedding, the demo), and back
+to the link the reading came from when that link answers there (serial.reply)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..protocol.payload import prediction_json
+from ..transports.mqtt_link import MqttLink
+from .config import DaemonConfig
+from .messages import ReadingMsg
+
+# stream, seq, t_in, y, replay
+Sink = Callable[[str, int, float, np.ndarray, bool], None]
+
+
+class Outputs:
+    def __init__(self, cfg: DaemonConfig, model_hash: str, mqtt: MqttLink | None, sink: Sink | None,
+                 count: Callable[[str], None]):
+        self.model_hash = model_hash
+        self._mqtt = mqtt if cfg.output_kind == "mqtt" else None
+        self._sink = sink
+        self._count = count
+        self._reply = cfg.serial.reply
+        self._topic = cfg.mqtt.publish
+        self._client_id = cfg.mqtt.client_id
+
+    def emit(self, msg: ReadingMsg, t_in: float, y: np.ndarray, replay: bool = False) -> None:
+        seq = msg.reading.seq
+        if self._reply and msg.origin.reply_to is not None and not msg.origin.link.reply(msg.origin, seq, y):
+            self._count("serial_reply")
+        if self._sink is not None:
+            self._sink(msg.stream, seq, t_in, y, replay)
+            return
+        data = prediction_json(msg.stream, seq, t_in, time.time(), self.model_hash, y, replay=replay)
+        if self._mqtt is not None:
+            self._mqtt.publish(self._topic.format(stream=msg.stream, client_id=self._client_id), data)
+        else:
+            os.write(1, data + b"\n")
+
+    def published(self) -> int:
+        """Predictions handed to the broker so far (the ledger's window mark)."""
+        return self._mqtt.publications.count if self._mqtt is not None else 0
+
+    def congested(self) -> bool:
+        """The broker takes predictions more slowly than they come: hold step-mode acks."""
+        return self._mqtt is not None and self._mqtt.congested()
+
+    def confirmed(self, mark: int) -> bool:
+        """The broker confirmed (or we gave up on) every prediction numbered below mark."""
+        return self._mqtt is None or self._mqtt.publications.settled_before(mark)

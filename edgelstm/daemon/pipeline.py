@@ -1,0 +1,216 @@
+"""Messages in, predictions out: the sequencer's decisions applied to the model's stream bank.
+
+Owns the model, the bank and the sequencer, and keeps them consistent: a stream the
+sequencer forgets loses its bank row and metric series at the same moment. Every message
+ends here as a prediction or a counted rejection, and is handed to the ledger for its ack.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..engine import Model, StreamState
+from ..errors import NumericalError
+from ..protocol.frame import VERSION
+from . import checkpoint
+from .config import DaemonConfig
+from .ledger import Ledger
+from .messages import HelloMsg, Message, ReadingMsg, RejectedMsg, ResetMsg
+from .metrics import Metrics
+from .outputs import Outputs
+from .sequencer import Answer, Apply, Drop, Sequencer
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, cfg: DaemonConfig, model: Model, metrics: Metrics, ledger: Ledger, outputs: Outputs):
+        self.cfg = cfg
+        self.model = model
+        self.metrics = metrics
+        self.ledger = ledger
+        self.outputs = outputs
+        self.bank = model.bank(cfg.capacity, backend=cfg.backend)
+        self.seq = Sequencer(cfg.policy, cfg.capacity, model.output_size, self._forget)
+        self.evicted = {"idle": 0, "capacity": 0}       # since the last summary line
+        self._hello_seen: set[tuple[str, int]] = set()
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def handle(self, messages: list[Message], now: float) -> None:
+        """In arrival order; each stream steps at most once per kernel call (a second reading
+        of a stream in the same batch waits for the next call). Then whatever the reorder
+        buffer releases (what now follows on, or waited past reorder_timeout_s)."""
+        released = False
+        while True:
+            if not messages:
+                messages = self.seq.release(now)
+                released = True
+                if not messages:
+                    break
+            batch: list[ReadingMsg] = []
+            seen: set[str] = set()
+            deferred: list[Message] = []
+            for msg in messages:
+                if type(msg) is RejectedMsg:
+                    self._control(msg, now)
+                elif msg.stream in seen:                # keeps each stream's order
+                    deferred.append(msg)
+                elif type(msg) is not ReadingMsg:
+                    self._control(msg, now)
+                elif self._admit(msg, now, released):
+                    batch.append(msg)
+                    seen.add(msg.stream)
+            if batch:
+                self._step(batch)
+            messages = deferred
+        for stale in self.seq.take_stale():
+            self.metrics.drops.inc("stale")
+            self.ledger.handled(stale.origin)
+
+    def _admit(self, msg: ReadingMsg, now: float, released: bool) -> bool:
+        """True: step it now. Counted and handed to the ledger here, except while held."""
+        decision = self.seq.admit(msg, now, released)
+        if decision is None:
+            return False                            # held for reordering: acked when it leaves
+        m = self.metrics
+        stream = msg.stream
+        self.ledger.handled(msg.origin)
+        if type(decision) is Drop and decision.counter == "capacity":
+            m.drops.inc("capacity")
+            return False
+        if not released:
+            m.readings.inc(stream)
+        self._reset(stream, decision.resets if type(decision) is not Answer else ())
+        if type(decision) is Apply:
+            if decision.missing:
+                m.gaps.inc(stream, by=decision.missing)
+            if decision.resync:
+                m.resyncs.inc(stream)
+            return True
+        if type(decision) is Answer:
+            m.duplicates.inc(stream)
+            m.replays.inc(stream)
+            self.outputs.emit(msg, decision.t_in, decision.y, replay=True)
+        else:
+            getattr(m, decision.counter).inc(stream)
+        self.ledger.changed()
+        return False
+
+    def _control(self, msg: Message, now: float) -> None:
+        self.ledger.handled(msg.origin)
+        if type(msg) is RejectedMsg:
+            self.metrics.bad_payloads.inc(msg.reason)
+        elif type(msg) is ResetMsg:
+            if msg.stream in self.bank:
+                self.bank.reset(msg.stream)
+                self.metrics.resets.inc(msg.stream, "requested")
+                self.ledger.changed()
+        elif type(msg) is HelloMsg:
+            self._reset(msg.stream, self.seq.hello(msg, now))
+            self._check_hello(msg)
+
+    def _check_hello(self, msg: HelloMsg) -> None:
+        """PROTOCOL.md: the host logs a board whose protocol or input count differs, once per boot."""
+        h = msg.hello
+        if (msg.stream, h.boot) in self._hello_seen or len(self._hello_seen) > self.cfg.capacity:
+            return
+        self._hello_seen.add((msg.stream, h.boot))
+        if h.protocol != VERSION or h.n_inputs != self.model.input_size:
+            log.warning("board stream %s (boot %d) speaks protocol %d with %d inputs; this host: protocol %d, "
+                        "model with %d inputs: flash matching firmware or load the matching model",
+                        msg.stream, h.boot, h.protocol, h.n_inputs, VERSION, self.model.input_size)
+
+    def _reset(self, stream: str, reasons: tuple[str, ...]) -> None:
+        for reason in reasons:
+            if stream in self.bank:
+                self.bank.reset(stream)
+            self.metrics.resets.inc(stream, reason)
+
+    def _step(self, batch: list[ReadingMsg]) -> None:
+        ids = [msg.stream for msg in batch]
+        X = np.stack([msg.reading.x for msg in batch])      # (B, I)
+        t0 = time.perf_counter()
+        try:
+            Y = self.bank.step(ids, X)                          # (B, O)
+            failed: set[str] = set()
+        except NumericalError as exc:
+            Y, failed = exc.outputs, set(exc.failed_ids)       # type: ignore[attr-defined]
+        self.metrics.observe("step", [time.perf_counter() - t0])
+        received = []
+        for msg, y in zip(batch, Y):
+            t_in = msg.reading.t if msg.reading.t is not None else msg.origin.t_recv
+            if msg.stream in failed:
+                self.seq.applied(msg, t_in, None)
+                self._reset(msg.stream, ("numerical",))
+                continue
+            self.seq.applied(msg, t_in, y)
+            self.outputs.emit(msg, t_in, y)
+            self.metrics.predictions.inc(msg.stream)
+            received.append(msg.origin.t_recv)
+        self.ledger.changed()
+        now = time.time()
+        self.metrics.observe("e2e", [now - t for t in received])
+
+    # -- streams --------------------------------------------------------------------------------
+
+    def _forget(self, stream: str, why: str) -> None:
+        if stream in self.bank:
+            self.bank.evict(stream)
+        self.metrics.forget(stream)
+        self.metrics.drops.inc(f"evicted_{why}")
+        self.evicted[why] += 1
+
+    def evict_idle(self, now: float, limit: int) -> int:
+        ttl = self.cfg.policy.stream_ttl_s
+        return len(self.seq.evict_idle(now, ttl, limit)) if ttl else 0
+
+    def snapshot(self, now: float) -> checkpoint.Checkpoint:
+        """Every stepped stream's state and position, copied."""
+        wall = time.time()
+        ids = [s for s, t in self.seq.tracks.items() if t.last_seq is not None and s in self.bank]
+        states = np.array([self.bank.get_state(s).values for s in ids], np.float32).reshape(
+            len(ids), self.model.state_size)
+        streams = []
+        for s in ids:
+            t = self.seq.tracks[s]
+            streams.append({"id": s, "last_seq": t.last_seq, "boot": t.boot, "last_t": t.last_t,
+                            "seen": wall - (now - t.last_seen)})
+        return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, streams, states)
+
+    def restore(self, ckpt: checkpoint.Checkpoint, now: float) -> int:
+        """Streams from a checkpoint of this model, least recently seen first (so the LRU order
+        holds); at most capacity of them, the most recent."""
+        wall = time.time()
+        if len(ckpt.streams) > self.cfg.capacity:
+            log.warning("checkpoint holds %d streams, capacity is %d: keeping the %d most recent (raise capacity "
+                        "to keep them all)", len(ckpt.streams), self.cfg.capacity, self.cfg.capacity)
+            ckpt = ckpt.most_recent(self.cfg.capacity)
+        order = sorted(range(len(ckpt.streams)), key=lambda i: ckpt.streams[i].get("seen", 0.0))
+        for i in order:
+            meta = ckpt.streams[i]
+            self.bank.set_state(meta["id"], StreamState(self.model.content_hash, ckpt.states[i]))
+            seen = now - max(0.0, wall - meta.get("seen", wall))
+            self.seq.restore(meta["id"], meta["last_seq"], meta.get("boot"), meta.get("last_t"), seen)
+        return len(order)
+
+    def swap_model(self, new: Model) -> None:
+        """SIGHUP: the same architecture keeps every stream's state, another one starts them from zero."""
+        same = new.spec.architecture() == self.model.spec.architecture()
+        states = {s: self.bank.get_state(s).values for s in self.bank.ids} if same else {}
+        self.model = new
+        self.outputs.model_hash = new.content_hash
+        self.bank = new.bank(self.cfg.capacity, backend=self.cfg.backend)
+        for s, values in states.items():
+            self.bank.set_state(s, StreamState(new.content_hash, values))
+        self.seq.forget_answers()
+        if not same:
+            for track in self.seq.tracks.values():
+                track.last_t = None
+            log.warning("model reloaded with a different architecture: every stream starts from zero state")
+        else:
+            log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(states))
+        self.ledger.changed()

@@ -1,0 +1,99 @@
+"""The commit protocol alone: when readings are acknowledged and state is written."""
+
+import numpy as np
+
+from edgelstm.daemon import checkpoint
+from edgelstm.daemon.ledger import Ledger
+from edgelstm.daemon.messages import Origin
+
+
+class Link:
+    name = "memory"
+
+    def __init__(self):
+        self.acked = []
+
+    def ack(self, origin):
+        self.acked.append(origin.ack_id)
+
+
+class Broker:
+    """What the ledger asks of the outputs: predictions handed out, and which are confirmed."""
+
+    def __init__(self):
+        self.published_n = 0
+        self.confirmed_n = 0
+        self.waiting = False
+
+    def published(self):
+        return self.published_n
+
+    def confirmed(self, mark):
+        return self.confirmed_n >= mark
+
+    def congested(self):
+        return self.waiting
+
+
+def snapshot():
+    return checkpoint.Checkpoint("h", 2, [{"id": "a", "last_seq": 1, "boot": None, "last_t": None}],
+                                 np.zeros((1, 2), np.float32))
+
+
+def origins(link, ids):
+    return [Origin(link, i, None, False, 0.0) for i in ids]
+
+
+def make(tmp_path, mode="checkpoint", path="state.ckpt"):
+    failures = []
+    ledger = Ledger(mode, str(tmp_path / path) if path else "", 0.1, checkpoint.save, lambda: failures.append(1))
+    return ledger, failures
+
+
+def test_acks_wait_for_the_broker_and_the_checkpoint_and_keep_arrival_order(tmp_path):
+    ledger, _ = make(tmp_path)
+    link, broker = Link(), Broker()
+    for o in origins(link, [5, 3, 9]):
+        ledger.handled(o)
+    broker.published_n = 3
+    ledger.tick(1.0, snapshot, broker)                  # the window closes, predictions unconfirmed
+    assert link.acked == [] and not (tmp_path / "state.ckpt").exists()
+    broker.confirmed_n = 3
+    ledger.tick(1.01, snapshot, broker)
+    assert link.acked == [5, 3, 9] and checkpoint.load(str(tmp_path / "state.ckpt")).streams[0]["id"] == "a"
+
+
+def test_a_failed_write_holds_the_acks_and_is_retried(tmp_path):
+    ledger, failures = make(tmp_path, path="missing-dir/state.ckpt")
+    link, broker = Link(), Broker()
+    ledger.handled(origins(link, [1])[0])
+    ledger.tick(1.0, snapshot, broker)
+    ledger.tick(1.5, snapshot, broker)                  # within the retry delay: no second try
+    assert failures == [1] and link.acked == []
+    (tmp_path / "missing-dir").mkdir()
+    ledger.tick(2.1, snapshot, broker)
+    assert link.acked == [1] and [p.name for p in (tmp_path / "missing-dir").iterdir()] == ["state.ckpt"]
+
+
+def test_step_mode_acks_at_once_unless_predictions_wait_for_the_broker(tmp_path):
+    ledger, _ = make(tmp_path, mode="step", path="")
+    link, broker = Link(), Broker()
+    ledger.handled(origins(link, [1])[0])
+    broker.waiting = True
+    ledger.tick(1.0, snapshot, broker)
+    assert link.acked == []
+    broker.waiting = False
+    ledger.tick(1.1, snapshot, broker)
+    assert link.acked == [1]
+
+
+def test_shutdown_commits_every_open_window_once(tmp_path):
+    ledger, _ = make(tmp_path)
+    link, broker = Link(), Broker()
+    ledger.handled(origins(link, [1])[0])
+    broker.published_n = 1
+    ledger.tick(1.0, snapshot, broker)                  # window 1 closing
+    ledger.handled(origins(link, [2])[0])               # window 2 open
+    assert not ledger.commit_all(snapshot(), confirmed=False) and link.acked == []
+    ledger.handled(origins(link, [3])[0])
+    assert ledger.commit_all(snapshot(), confirmed=True) and link.acked == [3]
