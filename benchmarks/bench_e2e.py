@@ -17,6 +17,9 @@ cores. Services side by side, on the same broker and load:
   C relay          mqtt_load relay: the same answers from C, a write per read: the floor of this
                    broker and machine
 
+--profile RATE also samples edgelstm with py-spy at RATE readings/s (flame graph and a
+self-time table: benchmarks/results/bench_e2e_profile.{svg,txt}).
+
 Reports, per point, medians over --repeats runs of p50/p99 latency, of the readings still
 unanswered 10 s after publishing stopped ("late": a backlog, not a loss) and of the service's
 CPU time per reading; the highest rate each sustains; ratios to the paho relay. Writes
@@ -122,6 +125,35 @@ def run_point(broker, workdir: Path, service: str, rate: int, streams: int, seco
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
 
 
+def profile_point(broker, workdir: Path, rate: int, streams: int, seconds: float) -> None:
+    """py-spy samples `edgelstm run` while it serves `rate` readings/s: a flame graph, and the
+    functions where the daemon's one thread spends its time (self time, top 15)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cid = f"profile-{rate}-{uuid.uuid4().hex[:6]}"
+    svc = start_service("edgelstm", broker, workdir / cid, cid)
+    raw = RESULTS / "bench_e2e_profile.txt"
+    svg = RESULTS / "bench_e2e_profile.svg"
+    recorders = [subprocess.Popen([spy, "record", "-p", str(svc.pid), "-d", str(int(seconds) + 1), "-r", "200",
+                                   "--nonblocking", "-f", fmt, "-o", str(out)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for fmt, out in (("raw", raw), ("flamegraph", svg))]
+    subprocess.run([str(LOAD_EXE), "load", str(broker.port), f"b/{cid}", str(rate), str(seconds), str(streams),
+                    str(DRAIN_S)], capture_output=True, text=True, timeout=seconds + DRAIN_S + 30)
+    for r in recorders:
+        r.wait(timeout=60)
+    svc.stop()
+    self_time: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.split(";")[-1].rsplit(":", 1)[0] + ")"        # the function, not the line
+        self_time[leaf] = self_time.get(leaf, 0) + int(count)
+        total += int(count)
+    print(f"\npy-spy, edgelstm at {rate}/s over {streams} streams: where the daemon's samples are (self time)")
+    for leaf, count in sorted(self_time.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"  {100 * count / max(total, 1):5.1f} %  {leaf}")
+    print(f"flame graph: {svg}")
+
+
 def median_row(runs: list[dict]) -> dict:
     row = dict(runs[0])
     for key in ("late", "achieved_rate", "drain_s", "cpu_us_per_reading", "p50_ms", "p99_ms"):
@@ -144,6 +176,8 @@ def main():
     parser.add_argument("--rates", default="500,1000,2000,3000,5000,10000", help="readings per second to try")
     parser.add_argument("--streams", default="100", help="stream counts to try")
     parser.add_argument("--services", default=",".join(SERVICES), help="which services to run, comma-separated")
+    parser.add_argument("--profile", type=int, default=0, metavar="RATE",
+                        help="also sample edgelstm with py-spy at this rate (first stream count)")
     args = parser.parse_args()
     points = [(s, r) for s in map(int, args.streams.split(",")) for r in map(int, args.rates.split(","))]
     build_load()
@@ -161,6 +195,8 @@ def main():
                         progress(f"run {rep + 1}/{args.repeats} {service:>13}: {rate}/s over {streams} streams: "
                                  f"p50 {r['p50_ms'] or 0:.2f} ms p99 {r['p99_ms'] or 0:.2f} ms, late {r['late']}, "
                                  f"{r['cpu_us_per_reading']:.0f} us CPU per reading")
+            if args.profile:
+                profile_point(broker, work, args.profile, points[0][0], args.seconds)
         finally:
             broker.stop()
     rows = [median_row(v) for v in runs.values()]

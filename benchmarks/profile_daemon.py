@@ -1,5 +1,7 @@
-"""Per-reading cost of the daemon's inference thread, without MQTT: Daemon.process() on decoded
-readings, predictions handed to a stand-in link that accepts everything.
+"""Per-reading cost of the daemon's pipeline, without a broker: Pipeline.handle() on decoded
+readings, each prediction formatted as the MQTT output formats it (prediction_json) and
+then discarded. The socket side is measured by bench_paho_fast.py and, end to end, by
+bench_e2e.py --profile.
 
     .venv/bin/python benchmarks/profile_daemon.py [--repeats 5]
 
@@ -22,32 +24,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from edgelstm.daemon.config import load  # noqa: E402
+from edgelstm.daemon.messages import Origin, ReadingMsg  # noqa: E402
 from edgelstm.daemon.service import Daemon  # noqa: E402
 from edgelstm.protocol import payload  # noqa: E402
-from edgelstm.transports import Inbound  # noqa: E402
 
 STREAMS = 100
 
 
-class AcceptingLink:
-    """Stands in for MqttLink.publish/confirmed: every prediction is taken and confirmed at once."""
+class Discard:
+    """A link that takes acks and replies and does nothing with them."""
 
-    class Info:
-        _published = True
+    name = "discard"
 
-    def publish(self, topic, data, qos=1):
-        return self.Info()
+    def ack(self, origin) -> None:
+        pass
 
-    @staticmethod
-    def confirmed(info) -> bool:
+    def reply(self, origin, seq, y) -> bool:
         return True
+
+
+def formatted(stream, seq, t_in, y, replay) -> None:
+    payload.prediction_json(stream, seq, t_in, time.time(), "0" * 64, y, replay=replay)
 
 
 def readings(first: int, n: int) -> list:
     out = []
+    link = Discard()
     for k in range(first, first + n):
         raw = json.dumps({"seq": k // STREAMS, "t": time.time(), "x": [0.1, -0.9, 0.3]}).encode()
-        out.append(Inbound(f"s{k % STREAMS}", payload.decode_mqtt(raw, 3), ack=lambda: None))
+        origin = Origin(link, k % 65535 + 1, None, False, time.time())
+        out.append(ReadingMsg(f"s{k % STREAMS}", payload.decode_mqtt(raw, 3), origin))
     return out
 
 
@@ -55,7 +61,8 @@ def us_per_reading(daemon, first: int, n: int, batch: int) -> float:
     batches = [readings(first + i, batch) for i in range(0, n, batch)]
     t0 = time.perf_counter()
     for b in batches:
-        daemon.process(b)
+        daemon.pipeline.handle(b, time.monotonic())
+        daemon.ledger.tick(time.monotonic(), lambda: daemon.pipeline.snapshot(time.monotonic()), daemon.outputs)
     return (time.perf_counter() - t0) / n * 1e6
 
 
@@ -66,10 +73,9 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     cfg = load(None, {"model": str(ROOT / "edgelstm" / "data" / "activity.elstm"), "checkpoint": f"{tmp}/s.ckpt",
                       "mqtt": {"url": "mqtt://127.0.0.1:1", "subscribe": "b/+/r", "publish": "b/{stream}/p"}})
-    daemon = Daemon(cfg)
-    daemon.mqtt = AcceptingLink()
+    daemon = Daemon(cfg, sink=formatted)
     k = 0
-    daemon.process(readings(k, STREAMS))
+    daemon.pipeline.handle(readings(k, STREAMS), time.monotonic())
     k += STREAMS
     for batch in (1, 100):
         runs = []

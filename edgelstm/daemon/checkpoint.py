@@ -146,7 +146,7 @@ def load(path: str) -> Checkpoint:
     if not isinstance(model_hash, str):
         raise CheckpointError(f"checkpoint header: model_hash must be a string, found {_kind(model_hash)}")
     size = header.get("state_size")
-    if not _is_int(size) or size <= 0:
+    if not isinstance(size, int) or not _is_int(size) or size <= 0:
         raise CheckpointError(f"checkpoint header: state_size must be a positive integer, found {_kind(size)}")
     streams = _checked_streams(header.get("streams"))
     states = _checked_states(data[states_at:len(data) - _DIGEST], len(streams), size)
@@ -257,4 +257,5 @@ def _kind(v) -> str:
         return text if len(text) <= 40 else "a very large number"
     if isinstance(v, str):
         return f"the string {v!r}" if len(v) <= 40 else "a long string"
-    return {dict: "an object", list: "a list"}.get(type(v), type(v).__name__)
+    names: dict[type, str] = {dict: "an object", list: "a list"}
+    return names.get(type(v), type(v).__name__)

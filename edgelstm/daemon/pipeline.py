@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from ..engine import Model, StreamState
-from ..errors import NumericalError
+from ..errors import CheckpointError, NumericalError
 from ..protocol.frame import VERSION
 from . import checkpoint
 from .config import DaemonConfig
@@ -47,7 +47,7 @@ class Pipeline:
         released = False
         while True:
             if not messages:
-                messages = self.seq.release(now)
+                messages = list(self.seq.release(now))
                 released = True
                 if not messages:
                     break
@@ -55,11 +55,11 @@ class Pipeline:
             seen: set[str] = set()
             deferred: list[Message] = []
             for msg in messages:
-                if type(msg) is RejectedMsg:
+                if isinstance(msg, RejectedMsg):
                     self._control(msg, now)
                 elif msg.stream in seen:                # keeps each stream's order
                     deferred.append(msg)
-                elif type(msg) is not ReadingMsg:
+                elif not isinstance(msg, ReadingMsg):
                     self._control(msg, now)
                 elif self._admit(msg, now, released):
                     batch.append(msg)
@@ -76,29 +76,31 @@ class Pipeline:
         decision = self.seq.admit(msg, now, released)
         if decision is None:
             return False                            # held for reordering: acked when it leaves
-        m = self.metrics
-        stream = msg.stream
         self.ledger.handled(msg.origin)
-        if type(decision) is Drop and decision.counter == "capacity":
-            m.drops.inc("capacity")
+        if isinstance(decision, Drop) and decision.counter == "capacity":
+            self.metrics.drops.inc("capacity")      # no per-stream series: the stream has no place
             return False
         if not released:
-            m.readings.inc(stream)
-        self._reset(stream, decision.resets if type(decision) is not Answer else ())
-        if type(decision) is Apply:
-            if decision.missing:
-                m.gaps.inc(stream, by=decision.missing)
-            if decision.resync:
-                m.resyncs.inc(stream)
+            self.metrics.readings.inc(msg.stream)
+        if isinstance(decision, Apply):
+            self._reset(msg.stream, decision.resets)
+            self._count_skips(msg.stream, decision)
             return True
-        if type(decision) is Answer:
-            m.duplicates.inc(stream)
-            m.replays.inc(stream)
+        if isinstance(decision, Answer):
+            self.metrics.duplicates.inc(msg.stream)
+            self.metrics.replays.inc(msg.stream)
             self.outputs.emit(msg, decision.t_in, decision.y, replay=True)
         else:
-            getattr(m, decision.counter).inc(stream)
+            self._reset(msg.stream, decision.resets)
+            getattr(self.metrics, decision.counter).inc(msg.stream)
         self.ledger.changed()
         return False
+
+    def _count_skips(self, stream: str, apply: Apply) -> None:
+        if apply.missing:
+            self.metrics.gaps.inc(stream, by=apply.missing)
+        if apply.resync:
+            self.metrics.resyncs.inc(stream)
 
     def _control(self, msg: Message, now: float) -> None:
         self.ledger.handled(msg.origin)
@@ -181,6 +183,26 @@ class Pipeline:
                             "seen": wall - (now - t.last_seen)})
         return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, streams, states)
 
+    def restore_from(self, path: str, now: float) -> None:
+        """Start from the checkpoint at `path` when it is usable and of this model."""
+        if not path:
+            log.info("no checkpoint configured: stream state lives in memory only and starts from zero after a "
+                     "restart; readings are acknowledged once stepped (set checkpoint = PATH to keep state)")
+            return
+        try:
+            ckpt = checkpoint.load(path)
+        except FileNotFoundError:
+            log.info("no checkpoint at %s yet: starting every stream from zero state", path)
+            return
+        except (CheckpointError, OSError) as exc:
+            log.error("checkpoint %s is unusable (%s): ignoring it, streams start from zero state", path, exc)
+            return
+        if ckpt.model_hash != self.model.content_hash or ckpt.state_size != self.model.state_size:
+            log.warning("checkpoint %s was written for model %s, not %s: ignoring it", path,
+                        ckpt.model_hash[:12], self.model.content_hash[:12])
+            return
+        log.info("restored %d streams from %s", self.restore(ckpt, now), path)
+
     def restore(self, ckpt: checkpoint.Checkpoint, now: float) -> int:
         """Streams from a checkpoint of this model, least recently seen first (so the LRU order
         holds); at most capacity of them, the most recent."""
@@ -197,8 +219,15 @@ class Pipeline:
             self.seq.restore(meta["id"], meta["last_seq"], meta.get("boot"), meta.get("last_t"), seen)
         return len(order)
 
-    def swap_model(self, new: Model) -> None:
-        """SIGHUP: the same architecture keeps every stream's state, another one starts them from zero."""
+    def swap_model(self, new: Model) -> bool:
+        """SIGHUP: the same architecture keeps every stream's state, another one starts them from
+        zero. Other input or output sizes are refused (the links decode and publish for these)."""
+        old = self.model
+        if (new.input_size, new.output_size) != (old.input_size, old.output_size):
+            log.error("reload refused, keeping the current model: the new one maps %d -> %d values, the running "
+                      "one %d -> %d; restart the daemon to change sizes", new.input_size, new.output_size,
+                      old.input_size, old.output_size)
+            return False
         same = new.spec.architecture() == self.model.spec.architecture()
         states = {s: self.bank.get_state(s).values for s in self.bank.ids} if same else {}
         self.model = new
@@ -214,3 +243,4 @@ class Pipeline:
         else:
             log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(states))
         self.ledger.changed()
+        return True

@@ -225,7 +225,7 @@ class Sequencer:
     def evict_idle(self, now: float, ttl: float, limit: int) -> list[str]:
         """Forget at most `limit` streams silent for more than `ttl` (oldest first): a sweep
         is spread over several calls so live streams never wait behind it."""
-        gone = []
+        gone: list[str] = []
         for stream, track in self.tracks.items():
             if len(gone) >= limit or now - track.last_seen <= ttl:
                 break

@@ -106,7 +106,7 @@ class Daemon:
 
     def _serve(self) -> int:
         now = self.clock()
-        self._restore(now)
+        self.pipeline.restore_from(self.cfg.checkpoint, now)
         for link in self.links:
             link.open(now)
         settle_heap()
@@ -132,27 +132,6 @@ class Daemon:
         log.info("model %s loaded and compiled in %.2f s: %d -> %d, hash %s", self.cfg.model,
                  time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
         return model
-
-    def _restore(self, now: float) -> None:
-        path = self.cfg.checkpoint
-        if not path:
-            log.info("no checkpoint configured: stream state lives in memory only and starts from zero after a "
-                     "restart; readings are acknowledged once stepped (set checkpoint = PATH to keep state)")
-            return
-        try:
-            ckpt = checkpoint.load(path)
-        except FileNotFoundError:
-            log.info("no checkpoint at %s yet: starting every stream from zero state", path)
-            return
-        except (CheckpointError, OSError) as exc:
-            log.error("checkpoint %s is unusable (%s): ignoring it, streams start from zero state", path, exc)
-            return
-        model = self.pipeline.model
-        if ckpt.model_hash != model.content_hash or ckpt.state_size != model.state_size:
-            log.warning("checkpoint %s was written for model %s, not %s: ignoring it", path,
-                        ckpt.model_hash[:12], model.content_hash[:12])
-            return
-        log.info("restored %d streams from %s", self.pipeline.restore(ckpt, now), path)
 
     def _start_metrics_server(self) -> None:
         if not self.cfg.metrics_port:
@@ -271,20 +250,14 @@ class Daemon:
         evicted["capacity"] = 0
 
     def reload(self) -> None:
-        """SIGHUP: load the model file again; a file that fails to load, or a model with other
-        input or output sizes (the links decode and publish for the current one), changes nothing."""
+        """SIGHUP: load the model file again; a file that fails to load changes nothing."""
         try:
             new = self._load_model()
         except Exception as exc:               # a bad new file must not stop a running service
             log.error("reload failed, keeping the current model: %s", exc)
             return
-        old = self.pipeline.model
-        if (new.input_size, new.output_size) != (old.input_size, old.output_size):
-            log.error("reload refused, keeping the current model: the new one maps %d -> %d values, the running "
-                      "one %d -> %d; restart the daemon to change sizes", new.input_size, new.output_size,
-                      old.input_size, old.output_size)
+        if not self.pipeline.swap_model(new):
             return
-        self.pipeline.swap_model(new)
         settle_heap()                          # the old model's cycles are collected here
 
     def log_summary(self) -> None:

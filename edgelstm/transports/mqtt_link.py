@@ -143,7 +143,7 @@ class MqttLink:
     def open(self, now: float) -> None:
         self._next_attempt = now
 
-    def selectable(self) -> socket.socket | None:
+    def selectable(self) -> object | None:
         return None if self._busy() else self.client.socket()
 
     def wants_write(self) -> bool:
@@ -287,7 +287,7 @@ class MqttLink:
                 return False
             self.tick(now)
             self.flush()
-            sock = self.selectable()
+            sock = None if self._busy() else self.client.socket()
             if sock is None:
                 time.sleep(0.01)
                 continue
