@@ -117,7 +117,8 @@ class DaemonConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     backend: str = "cpu"                # "cpu", "cuda" (a GPU: Jetson) or "auto" (by measured crossover)
     capacity: int = 4096                # streams held at once
-    queue_size: int = 10_000            # readings waiting for the inference thread
+    queue_size: int = 10_000            # unused: the daemon has no internal queue any more; still accepted
+                                        # so that older config files load
     max_batch: int = 512                # readings stepped per kernel call
     checkpoint: str = ""                # state file; "" = no checkpoints
     checkpoint_interval_s: float = 30.0
@@ -178,11 +179,6 @@ class DaemonConfig:
                 f"policy.reorder_window ({p.reorder_window}) must be at most half of mqtt.receive_maximum "
                 f"({self.mqtt.receive_maximum}): readings held for reordering stay unacknowledged, and a full "
                 f"receive window stops the broker sending the reading they wait for")
-        if mqtt_in and self.mqtt.qos and self.mqtt.receive_maximum > self.queue_size:
-            raise ConfigError(
-                f"mqtt.receive_maximum ({self.mqtt.receive_maximum}) must be at most queue_size ({self.queue_size}): "
-                "then the broker stops sending before the queue is full, and paho's thread never waits on it "
-                "(it must stay free to take the broker's confirmations of our predictions)")
         if p.replay_window < 0:
             raise ConfigError("policy.replay_window must be 0 (off) or more")
         if p.reorder_window < 0:
@@ -201,10 +197,13 @@ class DaemonConfig:
 
     @property
     def effective_ack(self) -> str:
-        """The ack mode in force: "auto" acknowledges durably exactly when there is a checkpoint to make it so."""
+        """The ack mode in force. "auto": durably ("checkpoint") when MQTT readings come in and there
+        is a checkpoint to make it so; else "step" (a serial line has no acks, and a checkpoint
+        every commit_interval_s would wear an SD card: it is written every checkpoint_interval_s)."""
         if self.ack != "auto":
             return self.ack
-        return "checkpoint" if self.checkpoint else "step"
+        mqtt_in = bool(self.mqtt.url and self.mqtt.subscribe)
+        return "checkpoint" if self.checkpoint and mqtt_in else "step"
 
     def redacted(self) -> dict:
         """The effective configuration as data, with secrets replaced."""

@@ -74,14 +74,15 @@ class Pipeline:
     def _admit(self, msg: ReadingMsg, now: float, released: bool) -> bool:
         """True: step it now. Counted and handed to the ledger here, except while held."""
         decision = self.seq.admit(msg, now, released)
-        if decision is None:
-            return False                            # held for reordering: acked when it leaves
-        self.ledger.handled(msg.origin)
         if isinstance(decision, Drop) and decision.counter == "capacity":
+            self.ledger.handled(msg.origin)
             self.metrics.drops.inc("capacity")      # no per-stream series: the stream has no place
             return False
         if not released:
             self.metrics.readings.inc(msg.stream)
+        if decision is None:
+            return False                            # held for reordering: acked when it leaves
+        self.ledger.handled(msg.origin)
         if isinstance(decision, Apply):
             self._reset(msg.stream, decision.resets)
             self._count_skips(msg.stream, decision)

@@ -224,6 +224,7 @@ class Daemon:
 
     def _periodic(self, now: float) -> None:
         due = self._due
+        self.metrics.streams.set(len(self.pipeline.seq))
         if self._reload.is_set():
             self._reload.clear()
             self.reload()

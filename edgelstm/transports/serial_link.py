@@ -131,11 +131,10 @@ class SerialLink:
         except PORT_ERRORS as exc:
             log.warning("serial %s: link lost (%s); reopening", self.cfg.port, exc)
             self._lost(now)
-            return []
-        if chunk:
-            if self.cfg.mode == "lines":
+        else:
+            if chunk and self.cfg.mode == "lines":
                 self._lines(chunk)
-            else:
+            elif chunk:
                 self._frames(chunk)
         inbox = self._inbox
         self._inbox = []
@@ -160,6 +159,10 @@ class SerialLink:
         before = dict(self.decoder.errors)
         for f in self.decoder.feed(chunk):
             self._frame(f)
+        self._frame_errors(before)
+
+    def _frame_errors(self, before: dict[str, int]) -> None:
+        """One rejection per error the decoder counted since `before`."""
         for reason, n in self.decoder.errors.items():
             for _ in range(n - before.get(reason, 0)):
                 self._inbox.append(RejectedMsg(f"frame_{reason}", self._origin(None)))
@@ -213,7 +216,9 @@ class SerialLink:
         port = self.port
         self.port = None
         self.connected.clear()
-        self.decoder.reset()                    # never glue a partial frame to the next one
+        before = dict(self.decoder.errors)
+        self.decoder.reset()                    # never glue a partial frame to the next one (counted)
+        self._frame_errors(before)
         self._line.clear()
         if port is not None:
             try:
