@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import threading
 import time
 from operator import itemgetter
 
@@ -15,6 +16,7 @@ import pytest
 from broker import Broker
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgelstm.transports import paho_fast
 
@@ -49,7 +51,7 @@ class Driver:
         c.max_queued_messages_set(0)
         self.fast = paho_fast.accelerate(c) if fast else False
         self.broker, self.predict = broker, predict
-        self.received, self.batch, self.published, self.infos = [], [], [], []
+        self.received, self.batch, self.published, self.infos, self.qos_sent = [], [], [], [], []
         self.connected, self.session_present, self.disconnects = False, None, []
         self.short_sends = 0
         c.on_connect = self._on_connect
@@ -92,8 +94,9 @@ class Driver:
         for msg in self.batch:
             self.received.append(record(msg))
             if self.predict:
-                for topic, data, qos in self.predict(msg):
-                    self.infos.append(c.publish(topic, data, qos=qos))
+                for topic, data, qos, retain in self.predict(msg):
+                    self.infos.append(c.publish(topic, data, qos=qos, retain=retain))
+                    self.qos_sent.append(qos)
             if msg.qos == 1:
                 c.ack(msg.mid, 1)
         self.batch.clear()
@@ -125,14 +128,17 @@ def settle(drivers, seconds: float) -> None:
     pump(drivers, lambda: time.time() > end, timeout=seconds + 5)
 
 
-def subscribe(drivers, topic: str) -> None:
+def subscribe(drivers, topic: str, options: SubscribeOptions | None = None) -> None:
     for d in drivers:
         d.connect(clean_start=True)
     pump(drivers, lambda: all(d.connected for d in drivers))
     acked = []
     for d in drivers:
         d.client.on_subscribe = lambda *a: acked.append(1)
-        d.client.subscribe(topic, qos=1)
+        if options is None:
+            d.client.subscribe(topic, qos=1)
+        else:
+            d.client.subscribe(topic, options=options)
     pump(drivers, lambda: len(acked) == len(drivers))
 
 
@@ -176,21 +182,31 @@ def without_expiry(records):
 
 def predictor(name: str):
     """One QoS 1 prediction per reading (to pred/<name>/...), some big enough to be split over
-    sends, plus QoS 0, 1 and 2 ones for some mids, to topics nobody reads."""
+    sends, some retained, plus QoS 0, 1 and 2 ones for some mids, to topics nobody reads."""
     def predict(msg):
-        out = [(f"pred/{name}/{msg.topic}", b"p" * (len(msg.payload) // 3), 1)]
+        out = [(f"pred/{name}/{msg.topic}", b"p" * (len(msg.payload) // 3), 1, msg.mid % 4 == 0)]
         if msg.mid % 5 == 0:
-            out.append((f"pred0/{name}/{msg.topic}", b"q", 0))
+            out.append((f"pred0/{name}/{msg.topic}", b"q", 0, False))
         if msg.mid % 7 == 0:                   # no subscriber: Mosquitto's PUBACK carries a reason byte
-            out.append((f"nobody/{name}/{msg.topic}", b"r", 1))
+            out.append((f"nobody/{name}/{msg.topic}", b"r", 1, False))
         if msg.mid % 11 == 0:                  # QoS 2: confirmed by PUBCOMP
-            out.append((f"pred2/{name}/{msg.topic}", b"s", 2))
+            out.append((f"pred2/{name}/{msg.topic}", b"s", 2, False))
         return out
     return predict
 
 
 def expected_predictions(name: str, received) -> list[tuple]:
-    return [(f"pred/{name}/{r[0]}", b"p" * (len(r[1]) // 3)) for r in received]
+    """(topic, payload, qos, retain, packed properties) as a retain-as-published subscriber sees them."""
+    return [(f"pred/{name}/{r[0]}", b"p" * (len(r[1]) // 3), 1, r[3] % 4 == 0, b"\x00") for r in received]
+
+
+# what a subscriber sees of predictions: retain as published, and no retained backlog from earlier tests
+AS_PUBLISHED = SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+
+
+def as_received(records, prefix: str) -> list[tuple]:
+    """(topic, payload, qos, retain, packed properties) of the records under `prefix`."""
+    return [(r[0], r[1], r[2], r[4], r[8]) for r in records if r[0].startswith(prefix)]
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -205,7 +221,7 @@ def test_paho_internals_we_patch_are_where_we_expect():
         "The daemon still works (stock paho, slower). Re-read paho's client.py against paho_fast.py, "
         "then fix the patches and SUPPORTED.")
     assert paho_fast.accelerate(client), f"accelerate() refused paho-mqtt {version}"
-    for name in ("_sock_recv", "loop_read", "_handle_publish", "_packet_write"):
+    for name in ("_sock_recv", "loop_read", "_handle_publish", "_handle_pubackcomp", "_packet_write", "publish"):
         assert name in vars(client), f"{name} was not patched on the instance"
         assert name not in vars(mqtt.Client) or vars(mqtt.Client)[name] is not vars(client)[name]
     assert paho_fast.accelerate(client), "a second accelerate() must be a no-op"
@@ -220,7 +236,7 @@ def test_stock_and_fast_receive_identical_streams_and_every_ack_lands(request, t
     pub = Driver(broker, f"{tag}-pub", fast=False, tls=tls)
     assert fast.fast and not stock.fast
     subscribe([stock, fast], f"{tag}/#")
-    subscribe([pub], "pred/#")                               # checks what the subscribers predicted
+    subscribe([pub], "pred/#", AS_PUBLISHED)                 # checks what the subscribers predicted
 
     # 1. queued while both are away: QoS 1 only (Mosquitto does not queue QoS 0 for offline clients)
     for d in (stock, fast):
@@ -257,6 +273,10 @@ def test_stock_and_fast_receive_identical_streams_and_every_ack_lands(request, t
          and len(pub.received) >= 2 * total, timeout=60)
     assert len(fast.infos) == len(stock.infos) > total
     assert all(info.is_published() for info in fast.infos)
+    # QoS 1 went through fast_publish, QoS 0 and 2 through stock publish
+    assert [type(i) for i in fast.infos] == [paho_fast._PublishInfo if q == 1 else mqtt.MQTTMessageInfo
+                                             for q in fast.qos_sent]
+    assert {type(i) for i in stock.infos} == {mqtt.MQTTMessageInfo} and set(fast.qos_sent) == {0, 1, 2}
     mid = itemgetter(0)                        # QoS 0 ones are confirmed on write, QoS 1 on PUBACK: order by mid
     assert sorted(fast.published, key=mid) == sorted(stock.published, key=mid)   # equal ReasonCode and Properties
     used = {(PacketTypes.PUBACK, None), (PacketTypes.PUBACK, 16), (PacketTypes.PUBCOMP, None)}
@@ -264,9 +284,9 @@ def test_stock_and_fast_receive_identical_streams_and_every_ack_lands(request, t
     assert {p[1] for p in fast.published} == {0, 16}, "expected Success and No matching subscribers"
 
     assert not fast.client._out_messages and not fast.client._out_packet
-    for name, d in (("fast", fast), ("stock", stock)):
-        got = [r[:2] for r in pub.received if r[0].startswith(f"pred/{name}/")]
-        assert got == expected_predictions(name, d.received), f"{name}'s predictions"
+    for name, d in (("fast", fast), ("stock", stock)):     # byte for byte what stock sent, retain flag included
+        assert as_received(pub.received, f"pred/{name}/") == expected_predictions(name, d.received), name
+    assert {r[3] for r in as_received(pub.received, "pred/fast/")} == {True, False}
 
     # the broker redelivers nothing: every PUBACK landed
     for d in (stock, fast):
@@ -364,7 +384,7 @@ def test_unsupported_paho_version_stays_stock(monkeypatch, caplog):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
     assert paho_fast.accelerate(client) is False
     assert "paho-mqtt 9.0.0 is not one of the versions" in caplog.text
-    assert not {"loop_read", "_sock_recv", "_handle_publish", "_packet_write"} & set(vars(client))
+    assert not {"loop_read", "_sock_recv", "_handle_publish", "_packet_write", "publish"} & set(vars(client))
 
 
 def test_subclass_overriding_a_patched_method_stays_stock():
@@ -407,3 +427,270 @@ def test_paho_own_threaded_loop_still_works_when_accelerated(broker):
         client.loop_stop()
     assert got[1:] == [f"{i}".encode() for i in range(2000)]
     assert [r[0] for r in pub.received] == [f"thr-pred/{i}" for i in range(0, 2000, 100)]
+
+
+# -- fast_publish --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker this test may stop and start again."""
+    b = Broker(tmp_path)
+    yield b.start()
+    b.stop()
+
+
+def queueing_client(broker, protocol, fast: bool, logs: list) -> mqtt.Client:
+    """Connected (socket open, CONNECT queued) but never driven, so every publish stays queued."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"q-{fast}-{protocol}", protocol=protocol)
+    c.max_inflight_messages_set(0)
+    c.on_socket_register_write = lambda *a: None
+    c.on_log = lambda cl, u, level, buf: logs.append(buf)
+    if fast:
+        assert paho_fast.accelerate(c)
+    c.connect("127.0.0.1", broker.port)
+    return c
+
+
+def publish_outcome(client, args, kwargs) -> tuple:
+    """What one publish() leaves: its result, the packet queued and the message kept, field by field."""
+    try:
+        info = client.publish(*args, **kwargs)
+    except Exception as exc:              # noqa: BLE001 - stock's exceptions are part of what must match
+        return ("raised", type(exc), str(exc))
+    out = ["queued", info.rc, info.mid, tuple(info), str(info), info[0], info[1], client._inflight_messages]
+    if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:            # refused: what the mid names is an older message
+        return tuple(out)
+    packet = client._out_packet[-1]
+    if packet["mid"] == info.mid and packet["command"] & 0xF0 == mqtt.PUBLISH:
+        assert packet["info"] is info
+        out.append((packet["command"], packet["mid"], packet["qos"], packet["pos"], packet["to_process"],
+                    bytes(packet["packet"])))
+    m = client._out_messages.get(info.mid)
+    if m is not None:
+        assert m.info is info and abs(m.timestamp - mqtt.time_func()) < 5
+        out.append((m.mid, m._topic, m.topic, m.payload, type(m.payload), m.qos, m.retain, m.dup, m.state,
+                    m.properties))
+    return tuple(out)
+
+
+PROPS = Properties(PacketTypes.PUBLISH)
+PROPS.UserProperty = ("k", "v")
+FAST_CALLS = [                            # (topic, payload, retain) that fast_publish handles itself
+    ("pred/x", b"0.5", False), ("pred/x", b"0.5", True), ("pred/°C/é", b"", False), ("pred/y", b"\x00" * 120, False),
+    ("pred/y", bytes(range(256)) * 80, True),           # a two-byte remaining length
+    ("p", b"z" * 2_100_000, False),                     # a four-byte one
+    ("pred/" + "t" * 300, b"1", False), ("pred/x", b"0.5", False)]
+OTHER_CALLS = [                           # (args, kwargs) it hands to stock publish, which may raise
+    (("pred/x", b"0.5"), {}), (("pred/x", b"0.5", 0), {}), (("pred/x", b"0.5", 2), {}),
+    (("pred/x", b"1", 1), {"properties": PROPS}), (("pred/x", bytearray(b"0.5"), 1), {}), (("pred/x", "text", 1), {}),
+    (("pred/x", None, 1), {}), (("pred/x", 3.5, 1), {}),
+    (("pred/x", b"1"), {"qos": 1, "retain": 1}), (("pred/x", b"1"), {"qos": True}), (("", b"1", 1), {}),
+    (("a/+", b"1", 1), {}), (("a/#/b", b"1", 1), {}), (("t" * 65536, b"1", 1), {}), (("\ud800", b"1", 1), {}),
+    ((b"pred/bytes", b"1", 1), {}), (("pred/x", b"1", 3), {}), (("pred/x", [1], 1), {})]
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v311"])
+def test_fast_publish_queues_the_packet_and_message_stock_would(broker, protocol):
+    """Call for call, a fast_publish client and a stock one (same mids) queue byte-identical
+    PUBLISH packets, keep equal MQTTMessages, return equal results or raise the same errors, and
+    log the same debug lines."""
+    stock_logs, fast_logs = [], []
+    stock = queueing_client(broker, protocol, False, stock_logs)
+    fast = queueing_client(broker, protocol, True, fast_logs)
+    calls = [((t, p), {"qos": 1, "retain": r}) for t, p, r in FAST_CALLS] + OTHER_CALLS
+    for args, kwargs in calls + calls[::-1]:
+        expected = publish_outcome(stock, args, kwargs)
+        assert publish_outcome(fast, args, kwargs) == expected, (args[0][:20], args[1:], kwargs)
+    for c in (stock, fast):                # mids wrap around onto messages still unacknowledged: refused
+        c._last_mid = 65534
+    for args, kwargs in calls[:3]:
+        expected = publish_outcome(stock, args, kwargs)
+        assert publish_outcome(fast, args, kwargs) == expected
+        assert expected[1] == mqtt.MQTT_ERR_QUEUE_SIZE or expected[2] == 65535
+    handled = [type(m.info) is paho_fast._PublishInfo for m in fast._out_messages.values()]
+    assert sum(handled) == 2 * len(FAST_CALLS) + 1 and not all(handled)     # + the one at mid 65535
+    assert fast._edgelstm_topics and len(fast._out_packet) == len(stock._out_packet)
+    assert [line for line in fast_logs if "PUBLISH" in line] == [line for line in stock_logs if "PUBLISH" in line]
+    assert len([line for line in fast_logs if "Sending PUBLISH" in line]) > 2 * len(FAST_CALLS)
+
+
+def published_states(infos) -> list:
+    """is_published() of each, or what it raised (stock raises for an info whose rc was NO_CONN,
+    even once the message went out after reconnecting)."""
+    out = []
+    for info in infos:
+        try:
+            out.append(info.is_published())
+        except (ValueError, RuntimeError) as exc:
+            out.append(type(exc))
+    return out
+
+
+def snapshot(d: Driver) -> list[tuple]:
+    """The client's outgoing messages as stock reconnect logic sees them (topics without the client's name)."""
+    name = d.client._client_id.decode().rsplit("-", 1)[1]
+    return [(m.mid, m.topic.replace(name, "*"), m.payload, m.qos, m.retain, m.dup, m.state)
+            for m in d.client._out_messages.values()]
+
+
+def test_fast_publish_while_the_broker_is_down_queues_and_sends_after_reconnect(own_broker):
+    """Publishes still queued at the outage and publishes made while it lasts reach the
+    subscriber after the restart, and the bookkeeping along the way is stock's."""
+    stock, fast = Driver(own_broker, "down-stock", fast=False), Driver(own_broker, "down-fast", fast=True)
+    for d in (stock, fast):
+        d.connect(clean_start=True)
+    pump([stock, fast], lambda: stock.connected and fast.connected)
+    name = {stock: "stock", fast: "fast"}
+    infos = {stock: [], fast: []}
+    for d in (stock, fast):                # queued, never written: the outage comes first
+        for i in range(5):
+            infos[d].append(d.client.publish(f"out/{name[d]}/{i}", f"early {i}".encode(), qos=1, retain=i == 2))
+    assert [i.rc for i in infos[fast]] == [i.rc for i in infos[stock]] == [mqtt.MQTT_ERR_SUCCESS] * 5
+    own_broker.stop()
+    pump([stock, fast], lambda: stock.client.socket() is None and fast.client.socket() is None)
+    for d in (stock, fast):
+        for i in range(5, 12):
+            infos[d].append(d.client.publish(f"out/{name[d]}/{i}", f"away {i}".encode(), qos=1, retain=i == 7))
+    assert [i.rc for i in infos[fast]] == [i.rc for i in infos[stock]] == [0] * 5 + [mqtt.MQTT_ERR_NO_CONN] * 7
+    assert snapshot(fast) == snapshot(stock) and fast.client._inflight_messages == stock.client._inflight_messages
+    assert published_states(infos[fast]) == published_states(infos[stock]) == [False] * 5 + [RuntimeError] * 7
+
+    own_broker.start()                     # the subscriber first, so that it sees what the two resend
+    sub = Driver(own_broker, "down-sub", fast=False)
+    subscribe([sub], "out/#", AS_PUBLISHED)
+    for d in (stock, fast):
+        d.connected = False
+        d.connect()
+    pump([stock, fast, sub], lambda: len(stock.published) == len(fast.published) == 12 and len(sub.received) == 24)
+    assert stock.connected and fast.connected
+    assert published_states(infos[fast]) == published_states(infos[stock]) == [True] * 5 + [RuntimeError] * 7
+    assert all(i._published for i in infos[fast])
+    assert not fast.client._out_messages and not stock.client._out_messages
+    assert [p[0] for p in fast.published] == [p[0] for p in stock.published]
+    assert sorted(fast.published) == sorted(stock.published)
+    for d in (stock, fast):
+        got = as_received(sub.received, f"out/{name[d]}/")
+        assert got == [(f"out/{name[d]}/{i}", f"{'early' if i < 5 else 'away'} {i}".encode(), 1, i in (2, 7), b"\x00")
+                       for i in range(12)], name[d]
+
+
+def test_fast_publish_queue_and_inflight_limits_are_stock(broker):
+    """max_inflight_messages and max_queued_messages: the same return codes (MQTT_ERR_QUEUE_SIZE
+    when full), states and exceptions from the info; what was queued goes out, in stock's order."""
+    stock, fast = Driver(broker, "lim-stock", fast=False), Driver(broker, "lim-fast", fast=True)
+    for d in (stock, fast):
+        d.client.max_inflight_messages_set(2)
+        d.client.max_queued_messages_set(5)
+        d.connect(clean_start=True)
+    pump([stock, fast], lambda: stock.connected and fast.connected)
+    infos = {stock: [], fast: []}
+
+    def publish_all(label: str) -> None:
+        for d in (stock, fast):
+            infos[d] += [d.client.publish(f"lim/{label}/{i}", b"x", qos=1) for i in range(7)]
+        assert [(i.rc, i.mid) for i in infos[fast]] == [(i.rc, i.mid) for i in infos[stock]]
+        assert [m.state for m in fast.client._out_messages.values()] == [
+            m.state for m in stock.client._out_messages.values()]
+        assert fast.client._inflight_messages == stock.client._inflight_messages
+
+    publish_all("on")                      # connected: 2 in flight, 3 queued, 2 refused
+    assert [i.rc for i in infos[fast]] == [0] * 5 + [mqtt.MQTT_ERR_QUEUE_SIZE] * 2
+    assert [m.state for m in fast.client._out_messages.values()] == [mqtt.mqtt_ms_wait_for_puback] * 2 + [
+        mqtt.mqtt_ms_queued] * 3
+    for info in (infos[fast][-1], infos[stock][-1]):
+        with pytest.raises(ValueError, match="ERR_QUEUE_SIZE"):
+            info.is_published()
+        with pytest.raises(ValueError, match="ERR_QUEUE_SIZE"):
+            info.wait_for_publish(0.01)
+    pump([stock, fast], lambda: len(stock.published) == len(fast.published) == 5)
+    assert [p[0] for p in fast.published] == [p[0] for p in stock.published]
+
+    for d in (stock, fast):
+        d.client.disconnect()
+    pump([stock, fast], lambda: stock.client.socket() is None and fast.client.socket() is None)
+    publish_all("off")                     # away: none counts as in flight, so 5 wait to be sent, 2 are refused
+    assert [i.rc for i in infos[fast][7:]] == [mqtt.MQTT_ERR_NO_CONN] * 5 + [mqtt.MQTT_ERR_QUEUE_SIZE] * 2
+    for d in (stock, fast):
+        d.connected = False
+        d.connect()
+    pump([stock, fast], lambda: len(stock.published) == len(fast.published) == 10)
+    assert [p[0] for p in fast.published] == [p[0] for p in stock.published]
+    assert published_states(infos[fast]) == published_states(infos[stock])
+    assert all(i._published for i in infos[fast] if i.rc != mqtt.MQTT_ERR_QUEUE_SIZE)
+    assert not fast.client._out_messages and fast.client._inflight_messages == stock.client._inflight_messages == 0
+
+
+def test_fast_publish_info_can_be_waited_on(broker):
+    """wait_for_publish and is_published on fast_publish's info: a waiter that starts before the
+    PUBACK is woken by it, one that starts after returns at once, a timeout returns unpublished."""
+    fast = Driver(broker, "wait-fast", fast=True)
+    fast.connect(clean_start=True)
+    pump([fast], lambda: fast.connected)
+    early = fast.client.publish("wait/1", b"x", qos=1)
+    assert type(early) is paho_fast._PublishInfo and not early.is_published()
+    early.wait_for_publish(timeout=0.05)               # times out, as stock: no error, still unpublished
+    assert not early.is_published()
+    waiter = threading.Thread(target=early.wait_for_publish)    # no timeout: only the PUBACK ends it
+    waiter.start()
+    time.sleep(0.1)
+    assert waiter.is_alive()
+    later = fast.client.publish("wait/2", b"y", qos=1, retain=True)
+    pump([fast], lambda: len(fast.published) == 2)
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and early.is_published() and later.is_published()
+    later.wait_for_publish()
+    assert (later.rc, later.mid) == tuple(later) == (mqtt.MQTT_ERR_SUCCESS, early.mid + 1)
+
+
+def test_fast_publish_info_never_misses_a_wakeup():
+    """The Condition is made by the first waiter while the PUBACK may be arriving on another
+    thread: whichever comes first, the waiter returns."""
+    for mid in range(1, 2001):
+        info = paho_fast._PublishInfo(mid)
+        waiter = threading.Thread(target=info.wait_for_publish)
+        waiter.start()
+        info._set_as_published()
+        waiter.join(timeout=5)
+        assert not waiter.is_alive(), f"waiter {mid} missed _set_as_published"
+    assert info.is_published() and str(info) == str((mqtt.MQTT_ERR_SUCCESS, 2000))
+
+
+class _OwnSendPublish(mqtt.Client):
+    def _send_publish(self, mid, topic, payload=b"", qos=0, retain=False, dup=False, info=None, properties=None):
+        return super()._send_publish(mid, topic, payload, qos, retain, dup, info, properties)
+
+
+class _OwnPublish(mqtt.Client):
+    def publish(self, topic, payload=None, qos=0, retain=False, properties=None):
+        return super().publish(topic, payload, qos, retain, properties)
+
+
+class _OldQueue(mqtt.Client):
+    def _packet_queue(self, command, packet, mid, qos):
+        return super()._packet_queue(command, packet, mid, qos)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("subclass _send_publish", "_OwnSendPublish overrides Client._send_publish"),
+    ("subclass publish", "_OwnPublish overrides Client.publish"),
+    ("subclass _packet_queue", "Client._packet_queue('self', 'command', 'packet', 'mid', 'qos') no longer takes"),
+    ("message slots", "MQTTMessage's slots are not"),
+    ("info slots", "MQTTMessageInfo's slots are not"),
+    ("no message state", "paho.mqtt.client has no mqtt_ms_queued"),
+    ("no queue limit", "Client has no attribute _max_queued_messages"),
+], ids=lambda v: v.replace(" ", "-") if v.count(" ") < 3 else None)
+def test_why_not_covers_what_fast_publish_relies_on(monkeypatch, change, reason):
+    cls = {"subclass _send_publish": _OwnSendPublish, "subclass publish": _OwnPublish,
+           "subclass _packet_queue": _OldQueue}.get(change, mqtt.Client)
+    if change == "message slots":
+        monkeypatch.setattr(mqtt.MQTTMessage, "__slots__", (*mqtt.MQTTMessage.__slots__, "new"))
+    elif change == "info slots":
+        monkeypatch.setattr(mqtt.MQTTMessageInfo, "__slots__", ("mid", "rc", "_published", "_event"))
+    elif change == "no message state":
+        monkeypatch.delattr(mqtt, "mqtt_ms_queued")
+    client = cls(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if change == "no queue limit":
+        del client._max_queued_messages
+    assert reason in (paho_fast.why_not(client) or "")
+    assert paho_fast.accelerate(client) is False and "publish" not in vars(client)

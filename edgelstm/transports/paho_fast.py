@@ -5,8 +5,10 @@ hits on every message (shared/notes/mqtt-throughput.md, section 1): about three
 recv() calls per packet, a full v5 Properties object built and cleared for every PUBLISH
 even when it carries no properties, a loop_read() that ignores its max_packets argument,
 one send() per queued packet (each PUBACK), and, for each confirmed QoS 1 publish, another
-ReasonCode and Properties built from scratch. `accelerate(client)` replaces those five
-functions on one client instance; the class and every other client stay stock.
+ReasonCode and Properties built from scratch. A relay that publishes a QoS 1 prediction per
+reading also pays for publish() itself: a threading.Condition per message nobody waits on, the
+topic encoded and checked again, the packet built piece by piece. `accelerate(client)` replaces
+those six functions on one client instance; the class and every other client stay stock.
 
 The replacements lean on paho's private internals, so they are only installed on the
 paho versions listed in SUPPORTED and only when those internals look as expected; anything
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import types
 
 import paho.mqtt
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Versions whose private code these patches were read against and tested on.
 SUPPORTED = ("2.1.0", "2.2.0")
-PATCHES = ("read_ahead", "loop_read", "empty_properties", "empty_acks", "coalesce_writes")
+PATCHES = ("read_ahead", "loop_read", "empty_properties", "empty_acks", "coalesce_writes", "fast_publish")
 
 READ_AHEAD = 64 * 1024          # one recv() fills this much; reads this big or bigger go straight to the socket
 COALESCE_BYTES = 64 * 1024      # small queued packets are joined into one send() up to this size
@@ -56,14 +59,25 @@ _METHODS = {
     "_handle_pubackcomp": ("self", "cmd"),
     "_do_on_publish": ("self", "mid", "reason_code", "properties"),
     "_easy_log": ("self", "level", "fmt", "args"),
+    "publish": ("self", "topic", "payload", "qos", "retain", "properties"),
+    "_send_publish": ("self", "mid", "topic", "payload", "qos", "retain", "dup", "info", "properties"),
+    "_packet_queue": ("self", "command", "packet", "mid", "qos", "info"),
+    "_mid_generate": ("self",),
 }
-_REPLACED = ("_sock_recv", "loop_read", "_handle_publish", "_handle_pubackcomp", "_packet_write")
+# replaced on the instance, or (_send_publish) bypassed by the replacement: a subclass's override would be lost
+_REPLACED = ("_sock_recv", "loop_read", "_handle_publish", "_handle_pubackcomp", "_packet_write", "publish",
+             "_send_publish")
 _ATTRS = ("_sock", "_in_packet", "_out_packet", "_out_messages", "_out_message_mutex", "_protocol", "_manual_ack",
           "_transport", "_msgtime_mutex", "_last_msg_out", "_callback_mutex", "_in_callback_mutex",
-          "_callback_api_version", "_userdata", "_logger", "on_log", "on_publish", "suppress_exceptions")
+          "_callback_api_version", "_userdata", "_logger", "on_log", "on_publish", "suppress_exceptions",
+          "_inflight_messages", "_max_inflight_messages", "_max_queued_messages")
+# module names the replacements use
+_MODULE_NAMES = ("time_func", "mqtt_ms_invalid", "mqtt_ms_publish", "mqtt_ms_queued", "mqtt_ms_wait_for_puback")
 _IN_PACKET_KEYS = {"command", "have_remaining", "remaining_count", "remaining_mult", "remaining_length", "packet",
                    "to_process", "pos"}
-_MESSAGE_SLOTS = {"dup", "qos", "retain", "properties", "payload", "timestamp", "mid", "info"}
+# every slot, as fast_publish sets each one and stock code may read any
+_MESSAGE_SLOTS = {"_topic", "dup", "info", "mid", "payload", "properties", "qos", "retain", "state", "timestamp"}
+_INFO_SLOTS = {"_condition", "_iterpos", "_published", "mid", "rc"}
 
 # Stock builds a fresh Properties(PUBLISH) per message, and unpack(b"\x00") leaves it exactly as
 # built; this is that state, copied into each empty-properties message (see _fresh).
@@ -91,6 +105,25 @@ def why_not(client: mqtt.Client) -> str | None:
     version = paho.mqtt.__version__
     if version not in SUPPORTED:
         return f"paho-mqtt {version} is not one of the versions the fast path was checked against {SUPPORTED}"
+    reason = _changed_method(client) or _overridden(client) or _changed_data(client)
+    if reason:
+        return reason
+    if client._transport not in ("tcp", "unix"):
+        return f"transport {client._transport!r}: the fast path was only checked on plain and TLS sockets"
+    return None
+
+
+def _overridden(client: mqtt.Client) -> str | None:
+    """A method the fast path replaces (or bypasses) that the client's class overrides."""
+    for name in _REPLACED:
+        if getattr(type(client), name) is not getattr(mqtt.Client, name):
+            return f"{type(client).__name__} overrides Client.{name}, which the fast path would replace"
+    return None
+
+
+def _changed_method(client: mqtt.Client) -> str | None:
+    """A private method the patches call, replace or copy that is gone or changed its parameters."""
+    version = paho.mqtt.__version__
     for name, params in _METHODS.items():
         method = getattr(type(client), name, None)
         if not callable(method):
@@ -101,20 +134,27 @@ def why_not(client: mqtt.Client) -> str | None:
             return f"paho-mqtt {version}: Client.{name} has no readable signature"
         if found != params:
             return f"paho-mqtt {version}: Client.{name}{found} no longer takes {params}"
-    for name in _REPLACED:
-        if getattr(type(client), name) is not getattr(mqtt.Client, name):
-            return f"{type(client).__name__} overrides Client.{name}, which the fast path would replace"
+    return None
+
+
+def _changed_data(client: mqtt.Client) -> str | None:
+    """An attribute, module name or message layout the patches read or fill in that changed."""
+    version = paho.mqtt.__version__
     for name in _ATTRS:
         if not hasattr(client, name):
             return f"paho-mqtt {version}: Client has no attribute {name}"
+    for name in _MODULE_NAMES:
+        if not hasattr(mqtt, name):
+            return f"paho-mqtt {version}: paho.mqtt.client has no {name}"
     if not isinstance(client._in_packet, dict) or set(client._in_packet) != _IN_PACKET_KEYS:
         return f"paho-mqtt {version}: Client._in_packet is not the dict of {sorted(_IN_PACKET_KEYS)}"
-    if not _MESSAGE_SLOTS <= set(getattr(mqtt.MQTTMessage, "__slots__", ())):
-        return f"paho-mqtt {version}: MQTTMessage lacks some of {sorted(_MESSAGE_SLOTS)}"
-    if not callable(getattr(mqtt.MQTTMessageInfo, "_set_as_published", None)):
-        return f"paho-mqtt {version}: MQTTMessageInfo._set_as_published is missing"
-    if client._transport not in ("tcp", "unix"):
-        return f"transport {client._transport!r}: the fast path was only checked on plain and TLS sockets"
+    if set(getattr(mqtt.MQTTMessage, "__slots__", ())) != _MESSAGE_SLOTS:
+        return f"paho-mqtt {version}: MQTTMessage's slots are not {sorted(_MESSAGE_SLOTS)}"
+    if set(getattr(mqtt.MQTTMessageInfo, "__slots__", ())) != _INFO_SLOTS:
+        return f"paho-mqtt {version}: MQTTMessageInfo's slots are not {sorted(_INFO_SLOTS)}"
+    for name in ("_set_as_published", "wait_for_publish", "is_published"):
+        if not callable(getattr(mqtt.MQTTMessageInfo, name, None)):
+            return f"paho-mqtt {version}: MQTTMessageInfo.{name} is missing"
     return None
 
 
@@ -135,10 +175,11 @@ def accelerate(client: mqtt.Client, patches: tuple[str, ...] = PATCHES) -> bool:
         log.info("mqtt: stock paho (fast path off): %s", reason)
         return False
     client._edgelstm_read_ahead = _ReadAhead()
+    client._edgelstm_topics = {}
     replacements = {"read_ahead": ("_sock_recv", _sock_recv), "loop_read": ("loop_read", _loop_read),
                     "empty_properties": ("_handle_publish", _handle_publish),
                     "empty_acks": ("_handle_pubackcomp", _handle_pubackcomp),
-                    "coalesce_writes": ("_packet_write", _packet_write)}
+                    "coalesce_writes": ("_packet_write", _packet_write), "fast_publish": ("publish", _publish)}
     for patch in patches:
         name, function = replacements[patch]
         setattr(client, name, types.MethodType(function, client))     # this instance only; paho calls self.<name>
@@ -408,3 +449,160 @@ def _written(self, packet: dict) -> None:
                     raise
     if packet["info"] is not None:         # stock assumes it is set; a QoS 0 PUBLISH always has one
         packet["info"]._set_as_published()
+
+
+# -- 5. QoS 1 publish without per-call overhead: replaces Client.publish -------------------------
+
+
+_CONDITION_LOCK = threading.Lock()
+TOPIC_CACHE = 4096                # encoded topics kept per client; past that the cache starts over
+_MAX_REMAINING = 268_435_455      # the largest MQTT remaining length; bigger packets are stock's to refuse
+_PUBLISH_QOS1 = int(mqtt.PUBLISH) | 0x02
+
+
+class _PublishInfo(mqtt.MQTTMessageInfo):
+    """Stock MQTTMessageInfo builds a threading.Condition (a lock, a deque, bound methods) for
+    every message, and _set_as_published takes it for every PUBACK, though a daemon that only
+    reads rc and mid never waits on it. This one makes its Condition when something first asks
+    for `_condition` (stock wait_for_publish and is_published do, unchanged); everything else is
+    inherited. _CONDITION_LOCK orders making the Condition against _set_as_published, so a waiter
+    either finds the message published or holds a Condition that will be notified."""
+
+    __slots__ = ("_made",)
+
+    def __init__(self, mid: int):                 # stock __init__ without the Condition
+        self.mid = mid
+        self._published = False
+        self._made = None
+        self.rc = _Rc.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    @property
+    def _condition(self):
+        with _CONDITION_LOCK:
+            if self._made is None:
+                self._made = threading.Condition()
+            return self._made
+
+    def _set_as_published(self) -> None:
+        with _CONDITION_LOCK:
+            self._published = True
+            condition = self._made
+        if condition is not None:                 # someone waits or has asked: wake them as stock does
+            with condition:
+                condition.notify()
+
+
+def _topic_entry(self, topic: str) -> tuple[bytes, bytes] | None:
+    """(topic bytes, the same with its 2-byte length) for a topic stock would accept as is, made
+    once per topic string; None sends the call to stock (empty topic, wildcard, too long, not
+    encodable), which raises or handles it its own way."""
+    cache = self._edgelstm_topics
+    entry = cache.get(topic)
+    if entry is None:
+        try:
+            encoded = topic.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        if not encoded or b"+" in encoded or b"#" in encoded or len(encoded) > 65535:
+            return None
+        if len(cache) >= TOPIC_CACHE:
+            cache.clear()
+        entry = cache[topic] = (encoded, len(encoded).to_bytes(2, "big") + encoded)
+    return entry
+
+
+def _fixed_header(command: int, remaining: int) -> bytes:
+    """The command byte and MQTT's variable-length remaining length, as stock
+    _pack_remaining_length writes it; the one- and two-byte forms (small predictions) directly."""
+    if remaining < 0x80:
+        return bytes((command, remaining))
+    if remaining < 0x4000:
+        return bytes((command, remaining & 0x7F | 0x80, remaining >> 7))
+    out = bytearray((command,))
+    while remaining:
+        remaining, digit = remaining >> 7, remaining & 0x7F
+        out.append(digit | 0x80 if remaining else digit)
+    return bytes(out)
+
+
+def _publish(self, topic: str, payload=None, qos: int = 0, retain: bool = False, properties=None):
+    """Stock publish for the daemon's case, a QoS 1 bytes payload without properties to a plain
+    topic: the same checks, mid, MQTTMessage fields and states, queue and in-flight limits, return
+    codes and _packet_queue call, with a cheaper MQTTMessageInfo, the topic encoded and checked
+    once, and the packet built in one join. Any other call (QoS 0 or 2, properties, a payload
+    that is not bytes, a retain that is not a bool, an unusual topic) is stock publish's."""
+    if (qos != 1 or type(qos) is not int or properties is not None or type(payload) is not bytes
+            or (retain is not True and retain is not False) or type(topic) is not str):
+        return mqtt.Client.publish(self, topic, payload, qos, retain, properties)
+    entry = _topic_entry(self, topic)
+    if entry is None:
+        return mqtt.Client.publish(self, topic, payload, qos, retain, properties)
+    props = b"\x00" if self._protocol == mqtt.MQTTv5 else b""     # v5: an empty property list
+    remaining = len(entry[1]) + 2 + len(props) + len(payload)
+    if remaining > _MAX_REMAINING:
+        return mqtt.Client.publish(self, topic, payload, qos, retain, properties)
+    mid = self._mid_generate()
+    info = _PublishInfo(mid)
+    message = _out_message(mid, entry[0], payload, retain, info)
+    with self._out_message_mutex:
+        if self._max_queued_messages > 0 and len(self._out_messages) >= self._max_queued_messages:
+            info.rc = _Rc.MQTT_ERR_QUEUE_SIZE
+            return info
+        if mid in self._out_messages:
+            info.rc = _Rc.MQTT_ERR_QUEUE_SIZE
+            return info
+        self._out_messages[mid] = message
+        if self._max_inflight_messages != 0 and self._inflight_messages >= self._max_inflight_messages:
+            message.state = mqtt.mqtt_ms_queued          # sent by stock _update_inflight when a slot frees
+            return info
+        if self._sock is None:                           # stock counts it in flight, then takes that back
+            message.state = mqtt.mqtt_ms_publish         # sent by stock _handle_connack after reconnecting
+            info.rc = _Rc.MQTT_ERR_NO_CONN
+            return info
+        self._inflight_messages += 1
+        message.state = mqtt.mqtt_ms_wait_for_puback
+        if _debug_logged(self):
+            _log_publish(self, mid, entry[0], len(payload), retain)
+        packet = b"".join((_fixed_header(_PUBLISH_QOS1 | retain, remaining), entry[1], mid.to_bytes(2, "big"), props,
+                           payload))
+        rc = self._packet_queue(mqtt.PUBLISH, packet, mid, 1, info)
+        if rc == _Rc.MQTT_ERR_NO_CONN:                   # as stock, though queueing only reports this from loop_write
+            self._inflight_messages -= 1
+            message.state = mqtt.mqtt_ms_publish
+        info.rc = rc
+        return info
+
+
+def _out_message(mid: int, topic: bytes, payload: bytes, retain: bool, info: _PublishInfo) -> mqtt.MQTTMessage:
+    """The MQTTMessage stock publish keeps in _out_messages (every slot set as stock sets it),
+    without stock's constructor, which would build an MQTTMessageInfo of its own."""
+    message = mqtt.MQTTMessage.__new__(mqtt.MQTTMessage)
+    message.timestamp = mqtt.time_func()
+    message.state = mqtt.mqtt_ms_invalid
+    message.dup = False
+    message.mid = mid
+    message._topic = topic
+    message.payload = payload
+    message.qos = 1
+    message.retain = retain
+    message.info = info
+    message.properties = None
+    return message
+
+
+def _log_publish(self, mid: int, topic: bytes, size: int, retain: bool) -> None:
+    """Stock _send_publish's debug line, word for word."""
+    v5 = self._protocol == mqtt.MQTTv5
+    if size == 0 and v5:
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), '%s', properties=%s (NULL payload)",
+                       False, 1, retain, mid, topic, None)
+    elif size == 0:
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), '%s' (NULL payload)",
+                       False, 1, retain, mid, topic)
+    elif v5:
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), '%s', properties=%s, ... (%d bytes)",
+                       False, 1, retain, mid, topic, None, size)
+    else:
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), '%s', ... (%d bytes)",
+                       False, 1, retain, mid, topic, size)
