@@ -276,3 +276,90 @@ class Publisher:
 
     def stop(self):
         stop_client(self.client)
+
+
+# -- for the fault tests (test_daemon_faults.py, test_serial_faults.py) --------------------------
+
+import re
+
+_SERIES = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def series(metrics: dict[str, float], name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one family in a DaemonProcess.metrics() dict, as (labels, value)."""
+    out = []
+    for key, value in metrics.items():
+        if key.split("{")[0] == name:
+            out.append((dict(_SERIES.findall(key[len(name):])), value))
+    return out
+
+
+def by_label(metrics: dict[str, float], name: str, label: str = "reason") -> dict[str, float]:
+    """{label value: count} of a counter family, e.g. by_label(m, "edgelstm_drops_total")."""
+    out: dict[str, float] = {}
+    for labels, value in series(metrics, name):
+        out[labels.get(label, "")] = out.get(labels.get(label, ""), 0) + value
+    return out
+
+
+def family_total(metrics: dict[str, float], name: str) -> float:
+    return sum(value for _labels, value in series(metrics, name))
+
+
+def scrape(daemon: DaemonProcess) -> dict[str, float]:
+    """daemon.metrics(), split on "\\n" only: the text format's one line separator. (str.splitlines
+    also splits inside a label value holding U+0085 or U+2028, which a stream id may.)"""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.split("\n"):
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def wait_metrics(daemon: DaemonProcess, condition, timeout: float) -> dict[str, float]:
+    """Poll /metrics until condition(metrics) holds or `timeout` passes; the last metrics either way."""
+    deadline = time.time() + timeout
+    while True:
+        m = scrape(daemon)
+        if condition(m) or time.time() >= deadline:
+            return m
+        time.sleep(0.05)
+
+
+def poll(condition, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+def log_since_mark(daemon: DaemonProcess) -> str:
+    return daemon.log.read_text(errors="replace").split("--- start")[-1]
+
+
+def wait_log(daemon: DaemonProcess, text: str, timeout: float) -> bool:
+    """The daemon's log (since its last mark()) shows `text` within `timeout` seconds."""
+    return poll(lambda: text in log_since_mark(daemon), timeout)
+
+
+def broker_connections(broker, client_id: str) -> int:
+    """How many times the broker accepted a connection from `client_id` (its log's count)."""
+    text = (broker.dir / "mosquitto.log").read_text(errors="replace")
+    return text.count(f" as {client_id} (")
+
+
+def stdout_predictions(path: Path) -> dict[tuple[str, int], np.ndarray]:
+    """(stream, seq) -> y of the predictions a daemon with output = "stdout" wrote into its log."""
+    got = {}
+    for line in path.read_bytes().splitlines():
+        if line.startswith(b'{"stream"'):
+            try:
+                d = json.loads(line)
+            except ValueError:                 # a line still being written
+                continue
+            got[(d["stream"], d["seq"])] = np.array(d["y"], np.float32)
+    return got

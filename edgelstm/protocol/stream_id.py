@@ -14,7 +14,11 @@ import re
 from ..errors import PayloadError
 
 MAX_STREAM_ID_BYTES = 128                           # in UTF-8
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f+#/]")      # topic wildcards, level separator, C0 controls, DEL
+# Topic wildcards, the level separator, C0 and C1 controls, DEL, and the Unicode non-characters
+# (U+FDD0..U+FDEF and the last two code points of every plane): MQTT says topic names should not
+# hold them, and Mosquitto closes the connection of a client that publishes one.
+_NONCHARACTERS = "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
+_FORBIDDEN = re.compile(f"[\x00-\x1f\x7f-\x9f+#/\ufdd0-\ufdef{_NONCHARACTERS}]")
 
 
 def check_stream_id(stream: str) -> str:
@@ -31,5 +35,6 @@ def check_stream_id(stream: str) -> str:
         raise PayloadError("stream", f"stream id of {size} bytes, at most {MAX_STREAM_ID_BYTES}")
     bad = _FORBIDDEN.search(stream)
     if bad:
-        raise PayloadError("stream", f"stream id holds {bad.group()!r} ('+', '#', '/', NUL and controls are refused)")
+        raise PayloadError("stream", f"stream id holds {bad.group()!r} ('+', '#', '/', controls and Unicode "
+                                    "non-characters are refused)")
     return stream

@@ -25,6 +25,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..daemon.config import MqttConfig
 from ..daemon.messages import Message, Origin, ReadingMsg, RejectedMsg
@@ -32,9 +33,11 @@ from ..errors import Rejected
 from ..protocol import payload
 from ..protocol.stream_id import check_stream_id
 from . import paho_fast
+from .presence import Presence
+from .publications import Publications
 
 log = logging.getLogger(__name__)
-SESSION_TAKEN_OVER = 142            # MQTT v5 DISCONNECT reason 0x8E
+SESSION_TAKEN_OVER = 142            # MQTT v5 DISCONNECT reason 0x8E (Mosquitto 2.0 just closes the socket)
 MISC_EVERY_S = 1.0                  # keepalive and timeout checks
 
 
@@ -45,40 +48,6 @@ def no_nagle(client, userdata, sock) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):            # not a TCP socket (e.g. a websocket wrapper)
         pass
-
-
-class Publications:
-    """Predictions handed out, numbered 0, 1, 2... in order, and which the broker has not
-    confirmed yet. A dropped or QoS 0 prediction is settled at once: nothing will confirm it."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._unsettled: collections.OrderedDict[int, None] = collections.OrderedDict()   # token, oldest first
-        self._token_of_mid: dict[int, int] = {}
-
-    def issue(self) -> int:
-        token = self.count
-        self.count += 1
-        self._unsettled[token] = None
-        return token
-
-    def sent(self, token: int, mid: int) -> None:
-        self._token_of_mid[mid] = token
-
-    def settle(self, token: int) -> None:
-        self._unsettled.pop(token, None)
-
-    def confirmed_mid(self, mid: int) -> None:
-        token = self._token_of_mid.pop(mid, None)
-        if token is not None:
-            self.settle(token)
-
-    def settled_before(self, mark: int) -> bool:
-        """Every prediction numbered below `mark` is settled."""
-        return not self._unsettled or next(iter(self._unsettled)) >= mark
-
-    def __len__(self) -> int:
-        return len(self._unsettled)
 
 
 class MqttLink:
@@ -93,7 +62,8 @@ class MqttLink:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.connects = 0
-        self.taken_over = False
+        self.taken_over = False                 # a newer daemon uses our client id: we stepped back
+        self.presence = Presence(self.status_topic)
         self.publications = Publications()
         self._inbox: list[Message] = []
         self._waiting: collections.deque[tuple[str, bytes, int, float]] = collections.deque()  # topic, data, token, t
@@ -355,10 +325,15 @@ class MqttLink:
                      "(edgelstm_drops_total{reason=\"publish_rejected\"}), lower mqtt.max_inflight_out to %d or raise "
                      "the broker's max_inflight_messages", broker_max, self.cfg.max_inflight_out, broker_max)
         log.info("mqtt: connected to %s:%d (session present: %s)", *self.cfg.host_port, flags.session_present)
+        # The broker answers the presence subscription with the retained announcement made before
+        # ours (no_local: never our own), which says whether a newer daemon uses this client id.
+        topics = [(self.presence.topic, SubscribeOptions(qos=1, noLocal=True))]
         if self._subscribe:
-            rc, _ = client.subscribe(self.cfg.subscribe, qos=self.cfg.qos)
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                log.error("mqtt: cannot subscribe to %s: %s", self.cfg.subscribe, mqtt.error_string(rc))
+            topics.insert(0, (self.cfg.subscribe, SubscribeOptions(qos=self.cfg.qos)))
+        rc, _ = client.subscribe(topics)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            log.error("mqtt: cannot subscribe to %s: %s", self.cfg.subscribe, mqtt.error_string(rc))
+        client.publish(self.presence.topic, self.presence.announcement(), qos=1, retain=True)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self.connected.set()
 
@@ -367,6 +342,8 @@ class MqttLink:
         it (on a first connect: no session yet) were never routed to us; after it, the session
         keeps them while we are away."""
         self._packets += 1
+        if not self._subscribe:
+            return
         granted = reason_codes[0]
         if granted.is_failure:
             log.warning("mqtt: the broker refused the subscription to %s (%s): no readings will arrive; "
@@ -386,12 +363,11 @@ class MqttLink:
         if self._stopping:
             return
         now = time.monotonic()
-        if reason_code == SESSION_TAKEN_OVER:
-            self.taken_over = True
-            log.error("mqtt: another client connected with client id %r and took this daemon's session over. "
-                      "Not reconnecting (two daemons would take it from each other in a loop): give each daemon "
-                      "its own mqtt.client_id, then restart this one", self.cfg.client_id)
+        if self.taken_over:
             return
+        if reason_code == SESSION_TAKEN_OVER:
+            log.warning("mqtt: another client connected with client id %r and took the session over",
+                        self.cfg.client_id)
         log.warning("mqtt: disconnected (%s); reconnecting in %.1f s", reason_code, self._delay)
         self._retry_later(now)
 
@@ -405,6 +381,9 @@ class MqttLink:
 
     def _on_message(self, client, userdata, msg) -> None:
         self._packets += 1
+        if msg.topic == self.presence.topic:
+            self._check_presence(msg)
+            return
         origin = Origin(self, msg.mid if msg.qos > 0 else None, None, False, time.time())
         try:
             stream = check_stream_id(self._stream_of(msg.topic))
@@ -416,6 +395,19 @@ class MqttLink:
         except Exception:                           # a decoder bug: count it, never leave it unacknowledged
             log.exception("mqtt: decoding a message failed unexpectedly (counted as bad payload 'internal')")
             self._inbox.append(RejectedMsg("internal", origin))
+
+    def _check_presence(self, msg) -> None:
+        if msg.qos:
+            self.client.ack(msg.mid, msg.qos)
+        newer = self.presence.newer_than_me(msg.payload)
+        if newer is None:
+            return
+        self.taken_over = True
+        log.error("mqtt: another edgelstm (host %s, pid %s) started later with client id %r and takes the broker "
+                  "session; this daemon stops using MQTT rather than take it back in a loop. Give each daemon its "
+                  "own mqtt.client_id and restart this one", newer.get("host"), newer.get("pid"), self.cfg.client_id)
+        self.connected.clear()
+        self.client.disconnect()
 
     def _stream_of(self, topic: str) -> str:
         if topic.startswith(self._prefix) and topic.endswith(self._suffix) and len(topic) > len(self._prefix) + len(
