@@ -127,6 +127,9 @@ class CudaStreamBank(StreamBank):
         self._kernels.read_slot[(n + 127) // 128, 128](self._d_state, row, d_col)
         return d_col.copy_to_host()
 
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._d_state.copy_to_host()[:, rows].T)     # one transfer: (S, N) -> (k, S)
+
     def _write_row(self, row: int, values: np.ndarray | None) -> None:
         n = self.model.state_size
         col = np.zeros(n, np.float32) if values is None else np.ascontiguousarray(values, np.float32)

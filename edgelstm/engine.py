@@ -283,9 +283,17 @@ class StreamBank:
         values = _checked_state(self.model, state)
         self._write_row(self.rows_for([stream_id])[0], values)
 
-    # Where the states live (host memory here; the CUDA bank overrides these three).
+    def states(self, ids) -> np.ndarray:
+        """The state values of `ids` at once, copied: (k, S). For snapshots of many streams."""
+        rows = np.array([self._row(i) for i in ids], np.int64)
+        return self._read_rows(rows)
+
+    # Where the states live (host memory here; the CUDA bank overrides these four).
     def _read_row(self, row: int) -> np.ndarray:
         return self._state[row].copy()
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self._state[rows]                # fancy indexing copies
 
     def _write_row(self, row: int, values: np.ndarray | None) -> None:
         """values (S,), or None for zeros."""

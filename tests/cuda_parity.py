@@ -90,7 +90,11 @@ def daemon_case() -> dict:
             origin = Origin(d.serial, None, None, True, 0.0)
             d.pipeline.handle([ReadingMsg(s, Reading(seq, x + k), origin) for k, s in enumerate(("a", "b", "c"))], 0.0)
     diff = max(float(np.abs(got["cpu"][key] - got["cuda"][key]).max()) for key in got["cpu"])
-    return {"predictions": len(got["cuda"]), "max_dy": diff, "bank": type(d.pipeline.bank).__name__}
+    bank = d.pipeline.bank                      # the CUDA daemon's: snapshots read all states at once
+    one_by_one = np.stack([bank.get_state(s).values for s in ("c", "a")])
+    states_match = bool((bank.states(["c", "a"]) == one_by_one).all())
+    return {"predictions": len(got["cuda"]), "max_dy": diff, "bank": type(bank).__name__,
+            "states_match": states_match}
 
 
 def main():

@@ -281,6 +281,7 @@ class Publisher:
 # -- for the fault tests (test_daemon_faults.py, test_serial_faults.py) --------------------------
 
 import re
+import select
 
 _SERIES = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -363,3 +364,30 @@ def stdout_predictions(path: Path) -> dict[tuple[str, int], np.ndarray]:
                 continue
             got[(d["stream"], d["seq"])] = np.array(d["y"], np.float32)
     return got
+
+
+class Pty:
+    """A pseudo-terminal whose slave is reachable through the path `link` (as udev's by-id links
+    are). The test writes the board's bytes to `master`; write() fails instead of hanging when the
+    daemon stops reading the port."""
+
+    def __init__(self, link):
+        self.master, self.slave = os.openpty()
+        os.set_blocking(self.master, False)
+        os.symlink(os.ttyname(self.slave), link)
+
+    def write(self, data: bytes, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.master, view):]
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the daemon stopped reading the port: {len(view)} bytes not taken in "
+                                         f"{timeout:.0f} s") from None
+                select.select([], [self.master], [], 0.05)
+
+    def close(self):
+        os.close(self.master)
+        os.close(self.slave)

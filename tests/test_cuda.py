@@ -52,6 +52,7 @@ def test_cuda_overflow_keeps_that_streams_state(parity):
 def test_daemon_runs_on_the_cuda_backend(parity):
     r = parity["daemon"]
     assert r["bank"] == "CudaStreamBank" and r["predictions"] == 30 and r["max_dy"] <= 1e-5, r
+    assert r["states_match"], r
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="a GPU is present")

@@ -133,3 +133,14 @@ def test_bank_rules(model, xs):
 def test_warmup_and_repr(model):
     model.warmup()
     assert "2 layer(s)" in repr(model) and model.memory_bytes == model.params.nbytes
+
+
+def test_bank_states_reads_many_streams_at_once(model, xs):
+    bank = model.bank(capacity=4)
+    bank.step(["a", "b", "c"], xs[:3])
+    both = bank.states(["c", "a"])
+    np.testing.assert_array_equal(both, np.stack([bank.get_state("c").values, bank.get_state("a").values]))
+    both[:] = 0                                     # a copy: the bank is untouched
+    assert bank.get_state("a").values.any()
+    with pytest.raises(StateError):
+        bank.states(["nope"])

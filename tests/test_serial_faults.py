@@ -8,6 +8,7 @@ import time
 import numpy as np
 from daemon_helpers import (
     DaemonProcess,
+    Pty,
     by_label,
     family_total,
     log_since_mark,
@@ -25,24 +26,6 @@ from edgelstm.protocol import frame as framing
 from edgelstm.protocol.payload import reading_frame
 
 WRAP = 2**32
-
-
-class Pty:
-    """A pseudo-terminal whose slave is reachable through the path `link` (as udev's by-id links)."""
-
-    def __init__(self, link):
-        self.master, self.slave = os.openpty()
-        os.symlink(os.ttyname(self.slave), link)
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.master, view)
-            view = view[n:]
-
-    def close(self):
-        os.close(self.master)
-        os.close(self.slave)
 
 
 def serial_daemon(tmp_path, link, settings: str = "") -> DaemonProcess:

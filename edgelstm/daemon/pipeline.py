@@ -175,8 +175,7 @@ class Pipeline:
         """Every stepped stream's state and position, copied."""
         wall = time.time()
         ids = [s for s, t in self.seq.tracks.items() if t.last_seq is not None and s in self.bank]
-        states = np.array([self.bank.get_state(s).values for s in ids], np.float32).reshape(
-            len(ids), self.model.state_size)
+        states = self.bank.states(ids).reshape(len(ids), self.model.state_size)
         streams = []
         for s in ids:
             t = self.seq.tracks[s]
