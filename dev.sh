@@ -24,9 +24,10 @@ install() {   # install the package with the given extras, once per set of extra
   fi
 }
 
-need_system_tools() {   # the MQTT tests run a private broker; the C tests need a compiler
+need_system_tools() {   # the MQTT tests run a private broker (TLS with openssl-made certificates); the C tests need a compiler
   local missing=""
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+  command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
   command -v cc >/dev/null 2>&1 || missing="$missing gcc"
   command -v c++ >/dev/null 2>&1 || missing="$missing g++"
   command -v make >/dev/null 2>&1 || missing="$missing make"

@@ -75,6 +75,8 @@ class MqttLink:
         self._packets = 0                       # packets handled, to see when a read made progress
         self._stopping = False
         self._attempted = False                 # connect() once, reconnect() after that
+        self._attempts = 0                      # connection attempts started
+        self._lost_attempt = -1                 # the attempt whose loss was handled
         prefix, _, suffix = cfg.subscribe.partition("+")
         self._prefix = prefix
         self._suffix = suffix
@@ -276,6 +278,7 @@ class MqttLink:
         self._connect_error = None
         first = not self._attempted
         self._attempted = True
+        self._attempts += 1
         self._connector = threading.Thread(target=self._connect, args=(first,), name="mqtt-connect", daemon=True)
         self._connector.start()
 
@@ -360,8 +363,9 @@ class MqttLink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        if self._stopping:
-            return
+        if self._stopping or self._lost_attempt == self._attempts:
+            return                              # paho reports a broken pipe twice: back off once
+        self._lost_attempt = self._attempts
         now = time.monotonic()
         if self.taken_over:
             return
