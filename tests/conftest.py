@@ -45,5 +45,15 @@ GOLDEN_NAMES = sorted(p.stem[len("golden_"):] for p in DATA.glob("golden_*.npz")
 
 
 @pytest.fixture
+def broker(tmp_path):
+    """A private Mosquitto on a free loopback port, persistence on (saved every second)."""
+    from broker import Broker
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker")
+    yield b.start()
+    b.stop()
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(12345)

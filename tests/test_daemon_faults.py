@@ -46,13 +46,6 @@ from edgelstm.protocol.payload import reading_frame
 SECRET = "s3cret/Pa55%w@rd"             # '/', '%' and '@' must be percent-encoded in a URL
 
 
-@pytest.fixture
-def broker(tmp_path):
-    (tmp_path / "broker").mkdir()
-    b = Broker(tmp_path / "broker")
-    yield b.start()
-    b.stop()
-
 
 def json_reading(seq, x, t=None) -> bytes:
     d = {"seq": seq, "x": [float(v) for v in x]}

@@ -5,20 +5,9 @@ import threading
 import time
 
 import numpy as np
-import pytest
-from broker import Broker
 from daemon_helpers import Collector, DaemonProcess, Publisher, expected_keys, offline, readings
 
 from edgelstm.daemon import checkpoint
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """A private Mosquitto, persistence on (saved every second)."""
-    (tmp_path / "broker").mkdir()
-    b = Broker(tmp_path / "broker")
-    yield b.start()
-    b.stop()
 
 
 def assert_matches_offline(collector, xs, ckpt_path):

@@ -168,20 +168,29 @@ class SerialLink:
                 self._inbox.append(RejectedMsg(f"frame_{reason}", self._origin(None)))
 
     def _frame(self, f: framing.Frame) -> None:
-        origin = self._origin(f.stream)
+        self._decode("frame", self._origin(f.stream), lambda origin: self._frame_message(f, origin))
+
+    def _frame_message(self, f: framing.Frame, origin: Origin) -> Message | None:
+        stream = check_stream_id(f"{self.cfg.stream_prefix}{f.stream}")
+        if f.type == framing.MsgType.READING:
+            return ReadingMsg(stream, payload.decode_frame(f, self.n_inputs), origin)
+        if f.type == framing.MsgType.HELLO:
+            return HelloMsg(stream, payload.decode_hello(f), origin)
+        if f.type == framing.MsgType.RESET:
+            return ResetMsg(stream, origin)
+        return None                             # PREDICTION and ERROR frames are the host's to send
+
+    def _decode(self, what: str, origin: Origin, decode: Callable[[Origin], Message | None]) -> None:
+        """The decoded message, or its rejection, into the inbox: nothing raises out of here."""
         try:
-            stream = check_stream_id(f"{self.cfg.stream_prefix}{f.stream}")
-            if f.type == framing.MsgType.READING:
-                self._inbox.append(ReadingMsg(stream, payload.decode_frame(f, self.n_inputs), origin))
-            elif f.type == framing.MsgType.HELLO:
-                self._inbox.append(HelloMsg(stream, payload.decode_hello(f), origin))
-            elif f.type == framing.MsgType.RESET:
-                self._inbox.append(ResetMsg(stream, origin))
+            msg = decode(origin)
         except Rejected as exc:
-            self._inbox.append(RejectedMsg(exc.reason, origin))
+            msg = RejectedMsg(exc.reason, origin)
         except Exception:                       # a decoder bug: count it, keep reading
-            log.exception("serial: decoding a frame failed unexpectedly (counted as bad payload 'internal')")
-            self._inbox.append(RejectedMsg("internal", origin))
+            log.exception("serial: decoding a %s failed unexpectedly (counted as bad payload 'internal')", what)
+            msg = RejectedMsg("internal", origin)
+        if msg is not None:
+            self._inbox.append(msg)
 
     def _lines(self, chunk: bytes) -> None:
         self._line += chunk
@@ -195,15 +204,11 @@ class SerialLink:
                 self._one_line(bytes(line))
 
     def _one_line(self, line: bytes) -> None:
-        origin = self._origin(None)
-        try:
-            stream, reading = payload.decode_line(line, self.n_inputs)
-            self._inbox.append(ReadingMsg(check_stream_id(f"{self.cfg.stream_prefix}{stream}"), reading, origin))
-        except Rejected as exc:
-            self._inbox.append(RejectedMsg(exc.reason, origin))
-        except Exception:                       # a decoder bug: count it, keep reading
-            log.exception("serial: decoding a line failed unexpectedly (counted as bad payload 'internal')")
-            self._inbox.append(RejectedMsg("internal", origin))
+        self._decode("line", self._origin(None), lambda origin: self._line_message(line, origin))
+
+    def _line_message(self, line: bytes, origin: Origin) -> Message:
+        stream, reading = payload.decode_line(line, self.n_inputs)
+        return ReadingMsg(check_stream_id(f"{self.cfg.stream_prefix}{stream}"), reading, origin)
 
     # -- losing the port --------------------------------------------------------------------------
 
