@@ -59,7 +59,9 @@ def test_acks_wait_for_the_broker_and_the_checkpoint_and_keep_arrival_order(tmp_
     ledger.tick(1.0, snapshot, broker)                  # the window closes, predictions unconfirmed
     assert link.acked == [] and not (tmp_path / "state.ckpt").exists()
     broker.confirmed_n = 3
-    ledger.tick(1.01, snapshot, broker)
+    ledger.tick(1.01, snapshot, broker)                 # confirmed: the write starts on its thread
+    ledger.finish_write()
+    ledger.tick(1.02, snapshot, broker)                 # written: the acks go out
     assert link.acked == [5, 3, 9] and checkpoint.load(str(tmp_path / "state.ckpt")).streams[0]["id"] == "a"
 
 
@@ -67,11 +69,15 @@ def test_a_failed_write_holds_the_acks_and_is_retried(tmp_path):
     ledger, failures = make(tmp_path, path="missing-dir/state.ckpt")
     link, broker = Link(), Broker()
     ledger.handled(origins(link, [1])[0])
-    ledger.tick(1.0, snapshot, broker)
+    ledger.tick(1.0, snapshot, broker)                  # the write starts ...
+    ledger.finish_write()
+    ledger.tick(1.1, snapshot, broker)                  # ... and failed
     ledger.tick(1.5, snapshot, broker)                  # within the retry delay: no second try
     assert failures == [1] and link.acked == []
     (tmp_path / "missing-dir").mkdir()
-    ledger.tick(2.1, snapshot, broker)
+    ledger.tick(2.2, snapshot, broker)
+    ledger.finish_write()
+    ledger.tick(2.3, snapshot, broker)
     assert link.acked == [1] and [p.name for p in (tmp_path / "missing-dir").iterdir()] == ["state.ckpt"]
 
 
@@ -85,6 +91,21 @@ def test_step_mode_acks_at_once_unless_predictions_wait_for_the_broker(tmp_path)
     broker.waiting = False
     ledger.tick(1.1, snapshot, broker)
     assert link.acked == [1]
+
+
+def test_step_mode_writes_the_checkpoint_aside_and_again_after_a_failure(tmp_path):
+    ledger, failures = make(tmp_path, mode="step", path="missing-dir/state.ckpt")
+    link, broker = Link(), Broker()
+    ledger.changed()
+    ledger.tick(1.0, snapshot, broker)
+    ledger.finish_write()
+    ledger.tick(1.1, snapshot, broker)
+    assert failures == [1] and ledger.dirty             # still to be written
+    (tmp_path / "missing-dir").mkdir()
+    ledger.tick(2.2, snapshot, broker)
+    ledger.finish_write()
+    ledger.tick(2.3, snapshot, broker)
+    assert not ledger.dirty and (tmp_path / "missing-dir" / "state.ckpt").exists()
 
 
 def test_shutdown_commits_every_open_window_once(tmp_path):

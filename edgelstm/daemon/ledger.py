@@ -11,11 +11,16 @@ window's readings again, and the older checkpoint re-applies them to the same pr
 
 A failed write (disk full, read-only) is logged, counted and retried; the readings stay
 unacknowledged meanwhile (the broker keeps them), so nothing is lost or stepped twice.
+
+Writes run on a thread of their own, one at a time: serialising, hashing and fsyncing the
+state of thousands of streams must not hold up the loop (see benchmarks/README.md). The loop
+only takes the snapshot (a copy) and later looks whether the write has finished.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -50,6 +55,8 @@ class Ledger:
         self._last = 0.0
         self._retry_at = 0.0
         self._failing = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if path else None
+        self._write_in_flight: Future | None = None
 
     def handled(self, origin: Origin) -> None:
         """The message was stepped or counted: acknowledge it when its window commits."""
@@ -67,9 +74,8 @@ class Ledger:
             if not outputs.congested():
                 self._send(self.pending)
                 self.pending = []
-            if self.path and self.dirty and now - self._last >= self.interval_s and now >= self._retry_at:
-                if self._write(snapshot(), now):
-                    self.dirty = False
+            if self.path and (self._write_in_flight is not None or self.dirty and now - self._last >= self.interval_s):
+                if self._written(snapshot, now):
                     self._last = now
             return
         if self.closing is None and now - self._last >= self.interval_s and (self.pending or self.dirty):
@@ -77,9 +83,10 @@ class Ledger:
             self.pending = []
             self.dirty = False
             self._last = now
-        if self.closing is not None and outputs.confirmed(self.closing.mark) and now >= self._retry_at:
-            if self._write(self.closing.snapshot, now):
-                self._send(self.closing.acks)
+        if self.closing is not None and outputs.confirmed(self.closing.mark):
+            window = self.closing
+            if self._written(lambda: window.snapshot, now):
+                self._send(window.acks)
                 self.closing = None
 
     def commit_all(self, snapshot: checkpoint.Checkpoint, confirmed: bool) -> bool:
@@ -89,6 +96,9 @@ class Ledger:
         acks = (self.closing.acks if self.closing is not None else []) + self.pending
         self.closing = None
         self.pending = []
+        self.finish_write()                     # an older snapshot must not land after this one
+        if self._writer is not None:
+            self._writer.shutdown()
         if not confirmed and self.mode == "checkpoint":
             return False
         written = not self.path or self._write(snapshot, 0.0)
@@ -100,19 +110,53 @@ class Ledger:
     def unacknowledged(self) -> int:
         return len(self.pending) + (len(self.closing.acks) if self.closing is not None else 0)
 
+    def finish_write(self, timeout: float | None = None) -> None:
+        """Wait for the write in flight, if any (its outcome is taken by the next tick)."""
+        if self._write_in_flight is not None:
+            self._write_in_flight.exception(timeout)
+
+    def _written(self, snapshot: Callable[[], checkpoint.Checkpoint], now: float) -> bool:
+        """Start writing snapshot() unless a write is in flight; True once one has succeeded.
+        The snapshot is taken when the write starts, and dirty cleared then."""
+        future = self._write_in_flight
+        if future is None:
+            if now < self._retry_at or self._writer is None:
+                return False
+            self.dirty = False
+            self._write_in_flight = self._writer.submit(self._save, self.path, snapshot())
+            return False
+        if not future.done():
+            return False
+        self._write_in_flight = None
+        exc = future.exception()
+        if exc is None:
+            return self._succeeded()
+        if not isinstance(exc, OSError):
+            raise exc
+        self.dirty = True                       # step mode: the state still needs writing
+        self._failed(exc, now)
+        return False
+
     def _write(self, snapshot: checkpoint.Checkpoint, now: float) -> bool:
+        """A write on this thread (shutdown)."""
         try:
             self._save(self.path, snapshot)
         except OSError as exc:
-            self._on_failure()
-            self._retry_at = now + RETRY_S
-            if not self._failing:
-                log.error("checkpoint %s cannot be written (%s): %s; retrying every %.0f s. Free space or fix the "
-                          "directory's permissions", self.path, exc.strerror or exc,
-                          "readings stay unacknowledged until it succeeds" if self.mode == "checkpoint"
-                          else "state since the last good write would be lost in a crash", RETRY_S)
-            self._failing = True
+            self._failed(exc, now)
             return False
+        return self._succeeded()
+
+    def _failed(self, exc: OSError, now: float) -> None:
+        self._on_failure()
+        self._retry_at = now + RETRY_S
+        if not self._failing:
+            log.error("checkpoint %s cannot be written (%s): %s; retrying every %.0f s. Free space or fix the "
+                      "directory's permissions", self.path, exc.strerror or exc,
+                      "readings stay unacknowledged until it succeeds" if self.mode == "checkpoint"
+                      else "state since the last good write would be lost in a crash", RETRY_S)
+        self._failing = True
+
+    def _succeeded(self) -> bool:
         if self._failing:
             log.info("checkpoint %s written again", self.path)
         self._failing = False
