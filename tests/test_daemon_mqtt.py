@@ -40,6 +40,20 @@ def test_10k_readings_over_20_streams_match_offline(tmp_path, broker):
     pub.stop()
 
 
+def test_lingering_for_more_input_changes_no_prediction(tmp_path, broker):
+    """linger_s > 0 gathers more readings per turn (paced readings arrive apart); every one is
+    still answered exactly as offline, each stream stepped once per reading."""
+    xs = readings(5, 200, seed=4)
+    daemon = DaemonProcess(tmp_path, broker.url, extra="linger_s = 0.002").start()
+    collector, pub = Collector(broker.port), Publisher(broker.port)
+    pub.send_readings(xs, rate=2000)
+    assert collector.wait_for(1_000, 60), collector.shortfall(xs, daemon, broker)
+    assert daemon.terminate() == 0
+    assert_matches_offline(collector, xs, daemon.checkpoint)
+    collector.stop()
+    pub.stop()
+
+
 def test_a_broker_slower_than_the_daemon_gets_back_pressure_not_drops(tmp_path, broker):
     """One prediction in flight and room for 5 more: the daemon outruns the broker's
     confirmations at once. While connected it must wait for room, not drop predictions."""

@@ -95,7 +95,7 @@ def test_step_mode_acks_at_once_unless_predictions_wait_for_the_broker(tmp_path)
 
 def test_step_mode_writes_the_checkpoint_aside_and_again_after_a_failure(tmp_path):
     ledger, failures = make(tmp_path, mode="step", path="missing-dir/state.ckpt")
-    link, broker = Link(), Broker()
+    broker = Broker()
     ledger.changed()
     ledger.tick(1.0, snapshot, broker)
     ledger.finish_write()

@@ -120,6 +120,8 @@ class DaemonConfig:
     queue_size: int = 10_000            # unused: the daemon has no internal queue any more; still accepted
                                         # so that older config files load
     max_batch: int = 512                # readings stepped per kernel call
+    linger_s: float = 0.0               # after input arrives, wait this long for more before stepping:
+                                        # fewer wake-ups per reading (less CPU), that much more latency
     checkpoint: str = ""                # state file; "" = no checkpoints
     checkpoint_interval_s: float = 30.0
     ack: str = "auto"                   # MQTT: acknowledge readings "checkpoint" (durable) or "step";
@@ -344,6 +346,7 @@ _RANGES = (
     ("", "capacity", 1, None),
     ("", "queue_size", 1, None),
     ("", "max_batch", 1, None),
+    ("", "linger_s", 0, 0.1),
     ("", "metrics_port", 0, 65_535),
     ("", "checkpoint_interval_s", 0, None),
     ("", "commit_interval_s", 0, None),

@@ -175,20 +175,11 @@ class Daemon:
 
     def _turn(self) -> None:
         self._watch()
-        waiting = [i for i, link in enumerate(self.links) if link.pending()]
-        ready = {i: selectors.EVENT_READ for i in waiting}
-        for key, events in self._selector.select(0 if waiting else IDLE_WAIT_S):
-            if key.data is None:
-                self._drain_wake_pipe()
-            else:
-                ready[key.data] = ready.get(key.data, 0) | events
-        for i, events in ready.items():
-            link = self.links[i]
-            if events & selectors.EVENT_WRITE:
-                link.write()
-            if events & selectors.EVENT_READ:
-                now = self.clock()
-                self.pipeline.handle(link.read(now, self.cfg.max_batch), now)
+        messages = self._gather(IDLE_WAIT_S)
+        if messages and len(messages) < self.cfg.max_batch and self.cfg.linger_s:
+            messages += self._gather(self.cfg.linger_s)     # more per turn: fewer wake-ups per reading
+        if messages:
+            self.pipeline.handle(messages, self.clock())
         now = self.clock()
         self.pipeline.handle([], now)               # the reorder buffer's timeouts
         self.ledger.tick(now, lambda: self.pipeline.snapshot(now), self.outputs)
@@ -196,6 +187,23 @@ class Daemon:
             link.tick(now)
             link.flush()
         self._periodic(now)
+
+    def _gather(self, wait_s: float) -> list:
+        waiting = [i for i, link in enumerate(self.links) if link.pending()]
+        ready = {i: selectors.EVENT_READ for i in waiting}
+        for key, events in self._selector.select(0 if waiting else wait_s):
+            if key.data is None:
+                self._drain_wake_pipe()
+            else:
+                ready[key.data] = ready.get(key.data, 0) | events
+        messages: list = []
+        for i, events in ready.items():
+            link = self.links[i]
+            if events & selectors.EVENT_WRITE:
+                link.write()
+            if events & selectors.EVENT_READ:
+                messages += link.read(self.clock(), self.cfg.max_batch)
+        return messages
 
     def _watch(self) -> None:
         """Keep the selector on each link's current descriptor. Links reconnect, and a new
