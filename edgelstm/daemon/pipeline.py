@@ -229,11 +229,12 @@ class Pipeline:
                       old.input_size, old.output_size)
             return False
         same = new.spec.architecture() == self.model.spec.architecture()
-        states = {s: self.bank.get_state(s).values for s in self.bank.ids} if same else {}
+        ids = self.bank.ids if same else []
+        states = self.bank.states(ids)
         self.model = new
         self.outputs.model_hash = new.content_hash
         self.bank = new.bank(self.cfg.capacity, backend=self.cfg.backend)
-        for s, values in states.items():
+        for s, values in zip(ids, states):
             self.bank.set_state(s, StreamState(new.content_hash, values))
         self.seq.forget_answers()
         if not same:
@@ -241,6 +242,6 @@ class Pipeline:
                 track.last_t = None
             log.warning("model reloaded with a different architecture: every stream starts from zero state")
         else:
-            log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(states))
+            log.info("model reloaded (hash %s); %d stream states kept", new.content_hash[:12], len(ids))
         self.ledger.changed()
         return True

@@ -72,6 +72,7 @@ class Daemon:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._watched: dict[int, tuple[object, int, int]] = {}     # link index -> (object, fd, events)
         self._due = {"log": 0.0, "evict": 0.0, "watchdog": 0.0}
+        self._watchdog_s = systemd.watchdog_interval()          # 0: no watchdog
 
     # -- control from outside (signal handlers, other threads) ---------------------------------------
 
@@ -232,15 +233,14 @@ class Daemon:
 
     def _periodic(self, now: float) -> None:
         due = self._due
-        self.metrics.streams.set(len(self.pipeline.seq))
         if self._reload.is_set():
             self._reload.clear()
             self.reload()
-        watchdog = systemd.watchdog_interval()
-        if watchdog and now >= due["watchdog"]:
+        if self._watchdog_s and now >= due["watchdog"]:
             systemd.notify("WATCHDOG=1")
-            due["watchdog"] = now + watchdog
+            due["watchdog"] = now + self._watchdog_s
         if now >= due["evict"]:
+            self.metrics.streams.set(len(self.pipeline.seq))
             more = self.pipeline.evict_idle(now, EVICT_PER_TURN) == EVICT_PER_TURN
             due["evict"] = now if more else now + 1.0
             self._log_evictions(more)

@@ -156,12 +156,11 @@ class MqttLink:
         if self.client.socket() is None:
             if not (self.taken_over or self._stopping) and now >= self._next_attempt:
                 self._start_connect()
-            self._expire_waiting(now, connected=False)
             return
         if now - self._last_misc >= MISC_EVERY_S:
             self._last_misc = now
             self.client.loop_misc()
-        self._expire_waiting(now, connected=True)
+        self._expire_waiting(now)
 
     def ack(self, origin: Origin) -> None:
         """Packet ids belong to the session, not the connection: a reading not acknowledged
@@ -241,10 +240,8 @@ class MqttLink:
                 return
             self._waiting.popleft()
 
-    def _expire_waiting(self, now: float, connected: bool) -> None:
+    def _expire_waiting(self, now: float) -> None:
         """Connected but the broker confirms too slowly: after publish_wait_s a prediction is dropped."""
-        if not connected:
-            return
         while self._waiting and now - self._waiting[0][3] > self.cfg.publish_wait_s:
             self.publications.settle(self._waiting.popleft()[2])
             self._count("publish_timeout")
