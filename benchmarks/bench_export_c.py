@@ -27,7 +27,8 @@ import numpy as np
 
 from edgelstm.engine import Model
 from edgelstm.export.c_source import export
-from edgelstm.model.spec import Dense, ModelSpec, RecurrentLayer
+from edgelstm.model.layers import Linear
+from edgelstm.model.spec import ModelSpec, RecurrentLayer
 
 HIDDEN = (16, 32, 64, 128)
 I, LAYERS, O = 8, 2, 1  # noqa: E741
@@ -42,7 +43,7 @@ def lstm_spec(hidden: int, seed: int = 0) -> ModelSpec:
         layers.append(RecurrentLayer("lstm", n_in, hidden, rng.uniform(-s, s, (g, n_in)),
                                      rng.uniform(-s, s, (g, hidden)), rng.uniform(-s, s, g), rng.uniform(-s, s, g)))
         n_in = hidden
-    return ModelSpec(tuple(layers), Dense(rng.uniform(-s, s, (O, hidden)), np.zeros(O)))
+    return ModelSpec.classic(tuple(layers), Linear(rng.uniform(-s, s, (O, hidden)), np.zeros(O)))
 
 
 def c_step_seconds(spec, int8: bool, steps: int, repeats: int, work: Path) -> tuple[float, dict]:

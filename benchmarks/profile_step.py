@@ -43,7 +43,8 @@ from edgelstm.kernels.layout import (
     W_Y,
     WORK_WIDTH,
 )
-from edgelstm.model.spec import Dense, ModelSpec, RecurrentLayer
+from edgelstm.model.layers import Linear
+from edgelstm.model.spec import ModelSpec, RecurrentLayer
 
 u = np.uint64
 T = 2000
@@ -86,7 +87,7 @@ def main():
     s = 1 / 8
     layers = [RecurrentLayer("lstm", n_in, 64, rng.uniform(-s, s, (256, n_in)), rng.uniform(-s, s, (256, 64)),
                              rng.uniform(-s, s, 256), rng.uniform(-s, s, 256)) for n_in in (8, 64)]
-    model = edgelstm.Model(ModelSpec(tuple(layers), Dense(rng.uniform(-s, s, (1, 64)), np.zeros(1))))
+    model = edgelstm.Model(ModelSpec.classic(tuple(layers), Linear(rng.uniform(-s, s, (1, 64)), np.zeros(1))))
     model.warmup()
     stream = model.stream()
     X = rng.normal(size=(T, 8)).astype(np.float32)

@@ -17,17 +17,23 @@ from .errors import (
     StateError,
     UnsafePickleError,
 )
+from .model.layers import Activation, Affine, AttentionPool, CausalConv1d, Head, LayerNorm, Linear
 from .model.loader import load
-from .model.spec import Dense, ModelSpec, Normalisation, RecurrentLayer
+from .model.spec import ModelSpec, RecurrentLayer
 
 __all__ = [
-    "Dense",
+    "Activation",
+    "Affine",
+    "AttentionPool",
+    "CausalConv1d",
     "EdgeLSTMError",
     "InputError",
     "Model",
     "ModelFormatError",
     "ModelSpec",
-    "Normalisation",
+    "Head",
+    "LayerNorm",
+    "Linear",
     "NumericalError",
     "RecurrentLayer",
     "StateError",

@@ -57,6 +57,13 @@ def make_bank(model: Model, capacity: int, backend: str = "cpu") -> StreamBank:
     if backend == "cpu":
         return StreamBank(model, capacity)
     reason = cuda_unavailable_reason()
+    lacks = model.spec.beyond_classic()
+    if lacks and backend == "cuda":
+        raise BackendError(f"backend='cuda' cannot run this model: the CUDA kernel lacks {lacks}. "
+                           f"Use backend='cpu', which runs every layer")
+    if lacks:
+        log.info("backend auto: CPU (the CUDA kernel lacks %s)", lacks)
+        return StreamBank(model, capacity)
     if backend == "cuda":
         if reason:
             raise BackendError(f"backend='cuda' cannot run here: {reason}. Use backend='cpu' (or 'auto', "

@@ -45,6 +45,9 @@ environment:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("choosing layers in a state_dict (only needed when ambiguous)")
+    g.add_argument("--arch", metavar="TEXT",
+                   help="how the state_dict's layers connect, e.g. 'lstm > linear(head.0) > relu > "
+                        "linear(head.3) > softmax' (the syntax: python -m pydoc edgelstm.model.arch)")
     g.add_argument("--rnn", action="append", metavar="PREFIX",
                    help="key prefix of a recurrent block, e.g. 'encoder.lstm.'; repeat to stack in order")
     g.add_argument("--head", metavar="PREFIX", help="key prefix of the nn.Linear head, e.g. 'fc.'")
@@ -71,7 +74,8 @@ def _pair(mean, std, what):
 
 
 def _load_options(args) -> dict:
-    return dict(rnn=args.rnn, head=False if args.no_head else args.head, allow_unused=args.allow_unused,
+    return dict(arch=args.arch, rnn=args.rnn, head=False if args.no_head else args.head,
+                allow_unused=args.allow_unused,
                 input_norm=_pair(args.input_mean, args.input_std, "input"),
                 output_norm=_pair(args.output_mean, args.output_std, "output"))
 
@@ -110,8 +114,9 @@ def _int8_error(spec, steps: int = 1000) -> float:
     from .model.quantize import dequantized_spec
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(steps, spec.input_size)).astype(np.float32)
-    if spec.input_norm is not None:
-        xs = xs * spec.input_norm.std + spec.input_norm.mean
+    norm = (spec.classic_parts() or (None,))[0]
+    if norm is not None:                   # readings in the sensor's own units
+        xs = xs / norm.scale + norm.offset
     ys = [Model(s).stream().step_many(xs) for s in (spec, dequantized_spec(spec))]
     return float(np.abs(ys[0] - ys[1]).max())
 

@@ -47,6 +47,8 @@ class Model:
         self.spec = spec
         self.params, self.meta = pack(spec)        # (P,) f32, (M,) i64; read-only
         self.content_hash = spec.content_hash()
+        # the hash this model had in an older .elstm format: checkpoints written under it still fit
+        self.former_hashes = tuple(h for h in (spec.source.get("content_sha256_v1"),) if isinstance(h, str))
         self.input_size, self.output_size = spec.input_size, spec.output_size
         self.state_size = spec.state_size
         self._kernels = None

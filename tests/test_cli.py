@@ -66,3 +66,18 @@ def test_kernel_cache_goes_to_edgelstm_cache_dir(tmp_path):
     assert second.returncode == 0 and sorted(tmp_path.rglob("*.nbi")) == sorted(cached)
     t1, t2 = (float(r.stdout.split("ready in ")[1].split(" s")[0]) for r in (first, second))
     assert t2 < t1 / 3, f"warm start {t2:.2f} s is not much faster than cold {t1:.2f} s"
+
+
+def test_convert_a_state_dict_with_an_mlp_head_needs_arch_and_prints_the_graph(tmp_path):
+    from test_zoo import zoo_golden
+    weights, arch, xs, ys = zoo_golden("gru_mlp_head_softmax")
+    np.savez(tmp_path / "m.npz", **weights)
+    out = edgelstm("convert", tmp_path / "m.npz", "-o", tmp_path / "m.elstm")
+    assert out.returncode != 0 and "arch=" in out.stderr and "Traceback" not in out.stderr
+    out = edgelstm("convert", tmp_path / "m.npz", "--arch", arch, "-o", tmp_path / "m.elstm")
+    assert out.returncode == 0, out.stderr
+    for line in ("layer 0: GRU 6 -> 16", "post:  Linear 16 -> 12 (head.0)", "post:  tanh", "post:  softmax"):
+        assert line in out.stdout
+    import edgelstm as lib
+    got = lib.load(tmp_path / "m.elstm").stream().step_many(xs[:100])
+    np.testing.assert_allclose(got, ys[:100], atol=1e-5, rtol=0)

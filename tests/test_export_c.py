@@ -60,8 +60,9 @@ def run_python(spec, xs):
 
 def inputs(spec, steps=STEPS, seed=0):
     xs = np.random.default_rng(seed).normal(size=(steps, spec.input_size)).astype(np.float32)
-    if spec.input_norm is not None:
-        xs = (xs * spec.input_norm.std + spec.input_norm.mean).astype(np.float32)
+    norm = spec.classic_parts()[0]
+    if norm is not None:
+        xs = (xs / norm.scale + norm.offset).astype(np.float32)
     return xs
 
 

@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from specs import SPECS, random_spec
+from specs import SPECS, graph_specs, random_spec
 
 import edgelstm
 from edgelstm.kernels import gate_math, reference
@@ -71,12 +71,14 @@ def test_hot_path_allocates_nothing():
         import edgelstm
         from numba.core.runtime import rtsys
         from edgelstm.kernels import cpu
-        from edgelstm.model.spec import RecurrentLayer, Dense, ModelSpec
+        from edgelstm.model.layers import Linear
+        from edgelstm.model.spec import ModelSpec, RecurrentLayer
         rng = np.random.default_rng(0)
         def layer(kind, i, h, g):
             return RecurrentLayer(kind, i, h, rng.normal(size=(g * h, i)), rng.normal(size=(g * h, h)),
                                   rng.normal(size=g * h), rng.normal(size=g * h))
-        spec = ModelSpec((layer("lstm", 4, 16, 4), layer("gru", 16, 8, 3)), Dense(rng.normal(size=(2, 8)), np.zeros(2)))
+        spec = ModelSpec.classic((layer("lstm", 4, 16, 4), layer("gru", 16, 8, 3)),
+                                 Linear(rng.normal(size=(2, 8)), np.zeros(2)))
         model = edgelstm.Model(spec)
         p, m = model.params, model.meta
         state, work = np.zeros((4, spec.state_size), np.float32), model.new_work()
@@ -102,3 +104,20 @@ def test_hot_path_allocates_nothing():
     assert out.returncode == 0, out.stderr
     one, thousand = map(int, out.stdout.split())
     assert one == thousand, f"allocations grow with steps: {one} for 1, {thousand} for 1000"
+
+
+@pytest.mark.parametrize("name", ["mlp_head", "norms_and_activations", "peephole", "causal_conv",
+                                  "attention_pool", "two_heads"])
+def test_graph_layers_match_numpy_reference(name):
+    """Every layer around the recurrent core, streamed 300 steps, one stream and a bank of 11."""
+    rng = np.random.default_rng(7)
+    spec = graph_specs(rng)[name]
+    xs = rng.normal(0, 2, (300, spec.input_size)).astype(np.float32)
+    expected, _ = reference.run(spec, xs, dtype=np.float64)
+    model = edgelstm.Model(spec)
+    np.testing.assert_allclose(model.stream().step_many(xs), expected, atol=1e-5, rtol=0)
+    bank = model.bank(16)
+    ids = [f"s{i}" for i in range(11)]
+    got = np.array([bank.step(ids, np.repeat(x[None], 11, axis=0)) for x in xs[:50]])
+    for i in range(11):
+        np.testing.assert_allclose(got[:, i], expected[:50], atol=1e-5, rtol=0)

@@ -109,10 +109,22 @@ def test_missing_key_is_named_with_expected_shape(lstm_weights):
 
 
 def test_unused_tensors_are_an_error_unless_allowed(lstm_weights):
-    weights = dict(lstm_weights[0], **{"embed.weight": np.ones((8, 8), np.float32)})
-    with pytest.raises(ModelFormatError, match=r"not used.*embed\.weight"):
+    weights = dict(lstm_weights[0], **{"aux.weight": np.ones((5, 7), np.float32)})
+    with pytest.raises(ModelFormatError, match=r"not used.*aux\.weight.*allow_unused=True"):
         spec_from_state_dict(weights)
     spec_from_state_dict(weights, allow_unused=True)
+
+
+def test_an_unused_layer_on_the_path_proposes_an_arch_that_then_loads(lstm_weights):
+    """An input Linear (8 -> 8) the key patterns cannot place: refused, never silently skipped."""
+    rng = np.random.default_rng(0)
+    weights = dict(lstm_weights[0], **{"embed.weight": rng.normal(size=(8, 8)).astype(np.float32),
+                                       "embed.bias": np.zeros(8, np.float32)})
+    with pytest.raises(ModelFormatError, match=r"embed \(Linear 8 -> 8\).*arch='linear\(embed\) > lstm > "
+                                               r"linear\(head\)'"):
+        spec_from_state_dict(weights)
+    spec = spec_from_state_dict(weights, arch="linear(embed) > lstm > linear(head)")
+    assert [type(x).__name__ for x in spec.pre + spec.post] == ["Linear", "Linear"]
 
 
 def test_bidirectional_is_refused_with_reason(lstm_weights):
@@ -130,8 +142,11 @@ def test_ambiguous_blocks_and_heads_list_candidates(lstm_weights):
     spec = spec_from_state_dict(two, rnn="enc.", allow_unused=True)
     assert len(spec.layers) == 2
     heads = dict(w, **{"aux.weight": np.ones((2, 64), np.float32), "aux.bias": np.ones(2, np.float32)})
-    with pytest.raises(ModelFormatError, match=r"several possible linear heads \['aux\.', 'head\.'\]"):
+    with pytest.raises(ModelFormatError, match=r"several Linear layers could be the head: \['aux\.', 'head\.'\]"
+                                               r".*arch='lstm > \{aux: linear\(aux\), head: linear\(head\)\}'"):
         spec_from_state_dict(heads)
+    both = spec_from_state_dict(heads, arch="lstm > {aux: linear(aux), head: linear(head)}")
+    assert both.outputs == [("aux", 0, 2), ("head", 2, 3)]
     assert spec_from_state_dict(heads, head="head.", allow_unused=True).output_size == 3
     assert spec_from_state_dict(w, head=False, allow_unused=True).output_size == 64
 

@@ -9,6 +9,7 @@ trained on windows of 250 readings from zero state with simulated data
 (edgelstm/simulate.py, training seeds 1..), and the bundled recording uses a held-out seed.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,8 @@ def main():
     torch.save(net.state_dict(), DATA / "activity.pt")
     np.savez_compressed(DATA / "activity_recording.npz", x=xr, labels=yr, rate_hz=50)
     spec = load_spec(DATA / "activity.pt")
-    spec = type(spec)(spec.layers, spec.head, spec.input_norm, spec.output_norm,
-                      source={"file": "activity.pt", "trained_by": "training/train_activity.py",
-                              "torch": torch.__version__, "classes": ["still", "walking", "running"]})
+    spec = dataclasses.replace(spec, source={"file": "activity.pt", "trained_by": "training/train_activity.py",
+                                             "torch": torch.__version__, "classes": ["still", "walking", "running"]})
     print("wrote", DATA / "activity.elstm", "hash", deploy.save(spec, DATA / "activity.elstm")[:12])
 
 

@@ -197,7 +197,8 @@ class Pipeline:
         except (CheckpointError, OSError) as exc:
             log.error("checkpoint %s is unusable (%s): ignoring it, streams start from zero state", path, exc)
             return
-        if ckpt.model_hash != self.model.content_hash or ckpt.state_size != self.model.state_size:
+        known = (self.model.content_hash, *self.model.former_hashes)
+        if ckpt.model_hash not in known or ckpt.state_size != self.model.state_size:
             log.warning("checkpoint %s was written for model %s, not %s: ignoring it", path,
                         ckpt.model_hash[:12], self.model.content_hash[:12])
             return

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import ModelFormatError
 from ..model.quantize import quantize_matrix
 from ..model.spec import ModelSpec
 
@@ -64,6 +65,11 @@ def render(spec: ModelSpec, name: str = "model", int8: bool = False,
     """The generated files as {filename: text}, and the footprint they imply."""
     if not name.isidentifier() or not name.isascii():
         raise ValueError(f"name {name!r} must be a C identifier (letters, digits, _)")
+    parts = spec.classic_parts()
+    if parts is None:
+        raise ModelFormatError(f"export-c does not generate C for {spec.beyond_classic()} yet; the Python "
+                               f"engine runs this model (edgelstm run / edgelstm.load)")
+    in_norm, linear, out_norm = parts
     arrays = _Arrays(int8)
     table, offset = [], 0
     for k, layer in enumerate(spec.layers):
@@ -79,18 +85,18 @@ def render(spec: ModelSpec, name: str = "model", int8: bool = False,
 
     head = ""
     output = "        y[i] = in[i];"
-    if spec.head is not None:
-        head = (f"\nstatic const matrix HEAD = {arrays.matrix('HEAD_W', spec.head.weight)};\n"
-                f"static const float *const HEAD_BIAS = {arrays.floats('HEAD_B', spec.head.bias)};\n")
+    if linear is not None:
+        head = (f"\nstatic const matrix HEAD = {arrays.matrix('HEAD_W', linear.weight)};\n"
+                f"static const float *const HEAD_BIAS = {arrays.floats('HEAD_B', linear.bias)};\n")
         output = "        y[i] = HEAD_BIAS[i] + row_dot(&HEAD, i, in);"
     input_norm = "        scratch_in[i] = x[i];"
-    if spec.input_norm is not None:
-        arrays.floats("IN_MEAN", spec.input_norm.mean)
-        arrays.floats("IN_SCALE", 1.0 / spec.input_norm.std.astype(np.float64))
+    if in_norm is not None:
+        arrays.floats("IN_MEAN", in_norm.offset)
+        arrays.floats("IN_SCALE", in_norm.scale)
         input_norm = "        scratch_in[i] = (x[i] - IN_MEAN[i]) * IN_SCALE[i];"
-    if spec.output_norm is not None:
-        arrays.floats("OUT_MEAN", spec.output_norm.mean)
-        arrays.floats("OUT_STD", spec.output_norm.std)
+    if out_norm is not None:
+        arrays.floats("OUT_MEAN", out_norm.shift)
+        arrays.floats("OUT_STD", out_norm.scale)
         output += "\n        y[i] = y[i] * OUT_STD[i] + OUT_MEAN[i];"
 
     scratch_in, scratch_h = spec.input_size, max(layer.hidden_size for layer in spec.layers)
@@ -125,8 +131,9 @@ def _float_literal(v) -> str:
 def _describe(spec: ModelSpec) -> str:
     parts = [f"{layer.kind.upper()} {layer.input_size}->{layer.hidden_size}"
              + (f" (proj {layer.proj_size})" if layer.proj_size else "") for layer in spec.layers]
-    if spec.head is not None:
-        parts.append(f"Linear {spec.head.weight.shape[1]}->{spec.head.weight.shape[0]}")
+    linear = (spec.classic_parts() or (None, None, None))[1]
+    if linear is not None:
+        parts.append(f"Linear {linear.in_size}->{linear.out_size}")
     return ", ".join(parts)
 
 

@@ -23,13 +23,15 @@ import numpy as np
 
 from .._numba import kernel
 from . import gate_math
+from .cpu_graph import run_chain
 from .layout import (
-    HEAD_B,
-    HEAD_IN,
-    HEAD_W,
+    H_COUNT,
+    H_FIRST,
+    H_SIZE,
+    H_Y,
+    HEAD_LEN,
     HEADER_LEN,
-    IN_MEAN,
-    IN_SCALE,
+    HEADS_AT,
     KIND_LSTM,
     L_BA,
     L_BB,
@@ -39,25 +41,33 @@ from .layout import (
     L_IN,
     L_KIND,
     L_OUT,
+    L_PEEP,
     L_WHH,
     L_WHR,
     L_WIH,
     LAYER_LEN,
+    N_HEADS,
     N_IN,
     N_LAYERS,
     N_OUT,
     N_STATE,
-    OUT_MEAN,
-    OUT_SCALE,
+    N_TRUNK,
+    POST_COUNT,
+    POST_FIRST,
+    PRE_COUNT,
+    PRE_FIRST,
     W_CAT,
     W_GA,
     W_GB,
     W_NEXT,
     W_PREV,
     W_TMP,
+    W_TRUNK,
+    W_VC,
     W_Y,
     WORK_WIDTH,
 )
+from .matvec import matvec
 
 TILE = 8                       # streams per tile; work has TILE rows
 STATUS_OK, STATUS_NONFINITE = 0, 2
@@ -67,45 +77,6 @@ sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
 u = np.uint64
 _0, _1, _2, _3, _4 = u(0), u(1), u(2), u(3), u(4)
 _F0, _F1 = np.float32(0.0), np.float32(1.0)
-
-
-@kernel
-def _matvec(params, w_off, n_rows, n_cols, bias_off, has_bias, wk, width, src, dst, B):
-    """For each stream b < B of the tile: wk[b*width + dst + j] = W[j] . wk[b*width + src : + n_cols]
-    (+ bias[j]), where W = params[w_off:] is (n_rows, n_cols) row-major.
-
-    Four weight rows at a time: they stay in L1 while every stream of the tile uses them, and
-    the k loop vectorises into four independent accumulators."""
-    j = _0
-    while j + _4 <= n_rows:
-        r0 = w_off + j * n_cols
-        r1, r2, r3 = r0 + n_cols, r0 + _2 * n_cols, r0 + _3 * n_cols
-        for b in range(B):
-            v = u(b) * width + src
-            a0 = a1 = a2 = a3 = _F0
-            for k in range(n_cols):
-                s = wk[v + k]
-                a0 += params[r0 + k] * s
-                a1 += params[r1 + k] * s
-                a2 += params[r2 + k] * s
-                a3 += params[r3 + k] * s
-            o = u(b) * width + dst + j
-            wk[o], wk[o + _1], wk[o + _2], wk[o + _3] = a0, a1, a2, a3
-        j += _4
-    while j < n_rows:
-        r0 = w_off + j * n_cols
-        for b in range(B):
-            v = u(b) * width + src
-            a0 = _F0
-            for k in range(n_cols):
-                a0 += params[r0 + k] * wk[v + k]
-            wk[u(b) * width + dst + j] = a0
-        j += _1
-    if has_bias:
-        for b in range(B):
-            o = u(b) * width + dst
-            for j in range(n_rows):
-                wk[o + j] += params[bias_off + j]
 
 
 @kernel
@@ -120,9 +91,20 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
                 wk[base + cat + j] = wk[base + src + j]
         for j in range(n_out):
             wk[base + cat + n_in + j] = wk[base + prev + h_off + j]
-    _matvec(params, u(meta[row + L_WIH]), _4 * hid, n_in + n_out, u(meta[row + L_BA]), True,
+    matvec(params, u(meta[row + L_WIH]), _4 * hid, n_in + n_out, u(meta[row + L_BA]), True,
             wk, width, cat, ga, B)
     h_dst = tmp if projected else nxt + h_off
+    if meta[row + L_PEEP] >= 0:
+        _peephole_gates(params, u(meta[row + L_PEEP]), hid, wk, width, ga, prev + c_off, nxt + c_off, h_dst, B)
+    else:
+        _gates(hid, wk, width, ga, prev + c_off, nxt + c_off, h_dst, B)
+    if projected:                                  # h = W_hr (o * tanh(c))
+        matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, False, wk, width, tmp, nxt + h_off, B)
+
+
+@kernel
+def _gates(hid, wk, width, ga, c_prev, c_next, h_dst, B):
+    """c' = f * c + i * g, h' = o * tanh(c') from the pre-activation gates at ga."""
     # Short passes, each touching few regions of work, so LLVM can vectorise them.
     for b in range(B):
         g, base = u(b) * width + ga, u(b) * width
@@ -133,12 +115,25 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
         for j in range(_3 * hid, _4 * hid):
             wk[g + j] = sigmoid(wk[g + j])
         for j in range(hid):                       # c' = f * c + i * g
-            wk[base + nxt + c_off + j] = (wk[g + hid + j] * wk[base + prev + c_off + j]
-                                          + wk[g + j] * wk[g + _2 * hid + j])
+            wk[base + c_next + j] = (wk[g + hid + j] * wk[base + c_prev + j]
+                                     + wk[g + j] * wk[g + _2 * hid + j])
         for j in range(hid):                       # h' = o * tanh(c')
-            wk[base + h_dst + j] = wk[g + _3 * hid + j] * tanh(wk[base + nxt + c_off + j])
-    if projected:                                  # h = W_hr (o * tanh(c))
-        _matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, False, wk, width, tmp, nxt + h_off, B)
+            wk[base + h_dst + j] = wk[g + _3 * hid + j] * tanh(wk[base + c_next + j])
+
+
+@kernel
+def _peephole_gates(params, peep, hid, wk, width, ga, c_prev, c_next, h_dst, B):
+    """As _gates, with i and f seeing the old cell and o the new one (weights p_i, p_f, p_o)."""
+    for b in range(B):
+        g, base = u(b) * width + ga, u(b) * width
+        for j in range(hid):
+            c = wk[base + c_prev + j]
+            i = sigmoid(wk[g + j] + params[peep + j] * c)
+            f = sigmoid(wk[g + hid + j] + params[peep + hid + j] * c)
+            c_new = f * c + i * tanh(wk[g + _2 * hid + j])
+            wk[base + c_next + j] = c_new
+            o = sigmoid(wk[g + _3 * hid + j] + params[peep + _2 * hid + j] * c_new)
+            wk[base + h_dst + j] = o * tanh(c_new)
 
 
 @kernel
@@ -146,8 +141,8 @@ def _gru_layer(params, meta, row, wk, width, src, B):
     n_in, hid = u(meta[row + L_IN]), u(meta[row + L_HID])
     ga, gb, prev, nxt = u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
     h_off = u(meta[row + L_H])
-    _matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), True, wk, width, src, ga, B)
-    _matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), True, wk, width, prev + h_off, gb, B)
+    matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), True, wk, width, src, ga, B)
+    matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), True, wk, width, prev + h_off, gb, B)
     for b in range(B):
         a, c, base = u(b) * width + ga, u(b) * width + gb, u(b) * width
         for j in range(_2 * hid):                  # gate rows r, z, n
@@ -161,15 +156,14 @@ def _gru_layer(params, meta, row, wk, width, src, B):
 
 @kernel
 def _forward_tile(params, meta, xs, x0, wk, B):
-    """Next state and raw output, in work, for B streams whose prev state is already there.
+    """Next state and output, in work, for B streams whose prev state is already there.
     xs is X flattened; the tile's first input row is x0."""
-    width, n_in, cat = u(meta[WORK_WIDTH]), u(meta[N_IN]), u(meta[W_CAT])
-    mean, scale = u(meta[IN_MEAN]), u(meta[IN_SCALE])
+    width, n_in, raw = u(meta[WORK_WIDTH]), u(meta[N_IN]), u(meta[W_VC])
     for b in range(B):
-        x, v = (u(x0) + u(b)) * n_in, u(b) * width + cat
+        x, v = (u(x0) + u(b)) * n_in, u(b) * width + raw
         for j in range(n_in):
-            wk[v + j] = (xs[x + j] - params[mean + j]) * params[scale + j]
-    src = cat
+            wk[v + j] = xs[x + j]
+    src = run_chain(params, meta, meta[PRE_FIRST], meta[PRE_COUNT], wk, width, raw, B)
     for k in range(meta[N_LAYERS]):
         row = HEADER_LEN + LAYER_LEN * k
         if meta[row + L_KIND] == KIND_LSTM:
@@ -177,13 +171,24 @@ def _forward_tile(params, meta, xs, x0, wk, B):
         else:
             _gru_layer(params, meta, row, wk, width, src, B)
         src = u(meta[W_NEXT]) + u(meta[row + L_H])
-    n_out, y_area = u(meta[N_OUT]), u(meta[W_Y])
-    if meta[HEAD_W] >= 0:
-        _matvec(params, u(meta[HEAD_W]), n_out, u(meta[HEAD_IN]), u(meta[HEAD_B]), True, wk, width, src, y_area, B)
-    else:
-        for b in range(B):
-            for j in range(n_out):
-                wk[u(b) * width + y_area + j] = wk[u(b) * width + src + j]
+    src = run_chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
+    y_area = u(meta[W_Y])
+    if meta[N_HEADS] == 0:
+        _copy(wk, width, src, y_area, u(meta[N_OUT]), B)
+        return
+    trunk = u(meta[W_TRUNK])
+    _copy(wk, width, src, trunk, u(meta[N_TRUNK]), B)
+    for h in range(meta[N_HEADS]):
+        row = meta[HEADS_AT] + HEAD_LEN * h
+        out = run_chain(params, meta, meta[row + H_FIRST], meta[row + H_COUNT], wk, width, trunk, B)
+        _copy(wk, width, out, y_area + u(meta[row + H_Y]), u(meta[row + H_SIZE]), B)
+
+
+@kernel
+def _copy(wk, width, src, dst, n, B):
+    for b in range(B):
+        for j in range(n):
+            wk[u(b) * width + dst + j] = wk[u(b) * width + src + j]
 
 
 @kernel
@@ -198,15 +203,15 @@ def _load_prev(meta, st, rows, r0, wk, B):
 
 @kernel
 def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
-    """Write y (de-normalised) and commit the next state of each stream whose results are all
-    finite; returns how many were not (their state is left as it was)."""
+    """Write y and commit the next state of each stream whose results are all finite;
+    returns how many were not (their state is left as it was)."""
     width, n_state, n_out = u(meta[WORK_WIDTH]), u(meta[N_STATE]), u(meta[N_OUT])
-    nxt, y_area, mean, scale = u(meta[W_NEXT]), u(meta[W_Y]), u(meta[OUT_MEAN]), u(meta[OUT_SCALE])
+    nxt, y_area = u(meta[W_NEXT]), u(meta[W_Y])
     failed = 0
     for b in range(B):
         w, y = u(b) * width, (u(y0) + u(b)) * n_out
         for j in range(n_out):
-            ys[y + j] = wk[w + y_area + j] * params[scale + j] + params[mean + j]
+            ys[y + j] = wk[w + y_area + j]
         if _count_nonfinite(ys, y, n_out) + _count_nonfinite(wk, w + nxt, n_state) == 0:
             s = u(rows[r0 + b]) * n_state
             for j in range(n_state):

@@ -5,18 +5,23 @@ Layout (all integers little-endian):
   offset 8   u32       format version (FORMAT_VERSION)
   offset 12  u32       header length N in bytes
   offset 16  N bytes   header, UTF-8 JSON: {"format", "version", "architecture", "tensors",
-                       "source", "content_sha256", "edgelstm_version"}; tensors maps each name
+                       "source", "content_sha256", "edgelstm_version"}; architecture is
+                       ModelSpec.architecture() (version 2: recurrent layers, pre/post layers,
+                       heads; version 1 had only a head and two normalisations); tensors maps each name
                        to {"dtype": "<f4", "shape": [...], "offset": o, "nbytes": n}, offsets
                        relative to the data section
   then       zero padding to a multiple of 64
   then       data section: every tensor's float32 little-endian bytes, 64-byte aligned
 
 A reader rejects an unknown magic or a newer version, checks every tensor's bounds and
-recomputes the content hash over architecture and weights before trusting the file.
+recomputes the content hash over the stored architecture and weights before trusting the
+file. Version 1 files are still read; a model read from one keeps its old hash in
+source["content_sha256_v1"], so checkpoints written under it stay valid.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
@@ -25,10 +30,12 @@ import numpy as np
 from .. import __version__
 from ..errors import ModelFormatError
 from ..fileio import atomic_write
-from .spec import Dense, ModelSpec, Normalisation, RecurrentLayer
+from .layers import Affine, Head, Linear
+from .layers import from_config as layer_from_config
+from .spec import ModelSpec, RecurrentLayer
 
 MAGIC = b"ELSTM\x00\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ALIGN = 64
 
 
@@ -75,6 +82,15 @@ def read_header(data: bytes) -> tuple[dict, int]:
     return header, 16 + n + _pad(16 + n)
 
 
+def _stored_hash(architecture: dict, arrays: dict) -> str:
+    """The content hash as ModelSpec.content_hash computes it, over what the file stores."""
+    h = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode())
+    for name, a in sorted(arrays.items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
 def load(path) -> ModelSpec:
     with open(path, "rb") as fh:
         data = fh.read()
@@ -86,24 +102,47 @@ def load(path) -> ModelSpec:
                 or start + off + nbytes > len(data):
             raise ModelFormatError(f".elstm tensor {name!r} is malformed or truncated")
         arrays[name] = np.frombuffer(data, "<f4", nbytes // 4, start + off).reshape(shape)
-    try:
-        spec = _spec_from(header["architecture"], arrays, header.get("source", {}))
-    except KeyError as exc:
-        raise ModelFormatError(f".elstm file lacks {exc}; it is damaged") from None
-    if spec.content_hash() != header.get("content_sha256"):
+    architecture, stored = header.get("architecture"), header.get("content_sha256")
+    if not isinstance(architecture, dict) or _stored_hash(architecture, arrays) != stored:
         raise ModelFormatError(f"{path}: content hash mismatch; the file is corrupt")
+    source = dict(header.get("source") or {})
+    try:
+        if header.get("version", 1) == 1:
+            source["content_sha256_v1"] = stored
+            return _spec_v1(architecture, arrays, source)
+        spec = _spec_v2(architecture, arrays, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: malformed architecture ({type(exc).__name__}: {exc}); "
+                               f"the file is damaged") from None
+    if spec.content_hash() != stored:
+        raise ModelFormatError(f"{path}: the architecture does not match its weights; the file is damaged")
     return spec
 
 
-def _spec_from(arch: dict, a: dict, source: dict) -> ModelSpec:
+def _recurrent(arch: dict, a: dict) -> tuple[RecurrentLayer, ...]:
     layers = []
     for k, layer in enumerate(arch["layers"]):
         p = f"layers.{k}."
         layers.append(RecurrentLayer(layer["kind"], layer["input_size"], layer["hidden_size"], a[p + "w_ih"],
-                                     a[p + "w_hh"], a[p + "b_ih"], a[p + "b_hh"], a.get(p + "w_hr")))
-    head = Dense(a["head.weight"], a["head.bias"]) if arch.get("head") else None
+                                     a[p + "w_hh"], a[p + "b_ih"], a[p + "b_hh"], a.get(p + "w_hr"),
+                                     a.get(p + "w_peep")))
+    return tuple(layers)
 
-    def norm(which):
-        return Normalisation(a[f"{which}.mean"], a[f"{which}.std"]) if arch.get(which) else None
 
-    return ModelSpec(tuple(layers), head, norm("input_norm"), norm("output_norm"), source=source)
+def _spec_v2(arch: dict, a: dict, source: dict) -> ModelSpec:
+    def chain(configs, prefix):
+        return tuple(layer_from_config(c, a, f"{prefix}{k}.") for k, c in enumerate(configs))
+
+    heads = tuple(Head(h["name"], chain(h["layers"], f"heads.{h['name']}.")) for h in arch["heads"])
+    return ModelSpec(_recurrent(arch, a), chain(arch["pre"], "pre."), chain(arch["post"], "post."), heads,
+                     source=source)
+
+
+def _spec_v1(arch: dict, a: dict, source: dict) -> ModelSpec:
+    head = Linear(a["head.weight"], a["head.bias"], "head") if arch.get("head") else None
+
+    def norm(which, make):
+        return make(a[f"{which}.mean"], a[f"{which}.std"]) if arch.get(which) else None
+
+    return ModelSpec.classic(_recurrent(arch, a), head, norm("input_norm", Affine.normalise),
+                             norm("output_norm", Affine.denormalise), source=source)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .spec import Dense, ModelSpec
+from .layers import Linear
+from .spec import ModelSpec
 
 QMAX = 127      # symmetric: -128 is never used, so negation cannot overflow
 
@@ -49,6 +50,10 @@ def dequantized_spec(spec: ModelSpec) -> ModelSpec:
         d = {name: mats[f"layers.{k}.{name}"].dequantized() for name in ("w_ih", "w_hh", "w_hr")
              if f"layers.{k}.{name}" in mats}
         layers.append(replace(layer, **d))
-    head = None if spec.head is None else Dense(mats["head.weight"].dequantized(), spec.head.bias)
-    return replace(spec, layers=tuple(layers), head=head,
+    chains = {}
+    for prefix, chain in spec.chains():
+        chains[prefix] = tuple(replace(x, weight=mats[f"{prefix}{k}.weight"].dequantized())
+                               if isinstance(x, Linear) else x for k, x in enumerate(chain))
+    heads = tuple(replace(h, layers=chains[f"heads.{h.name}."]) for h in spec.heads)
+    return replace(spec, layers=tuple(layers), pre=chains["pre."], post=chains["post."], heads=heads,
                    source={**spec.source, "quantized": "int8 per-row"})

@@ -1,4 +1,4 @@
-"""The in-memory model: recurrent layers, an optional linear head and normalisation.
+"""The in-memory model: the recurrent layers and the layers around them (layers.py).
 
 Weights keep PyTorch's layout and gate order (LSTM rows i, f, g, o; GRU rows r, z, n), so a
 spec can be checked against a state_dict by eye. Kernels pack their own layout from it.
@@ -13,19 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelFormatError
+from .layers import Affine, AttentionPool, CausalConv1d, Head, Linear, check_chain, frozen_f32, state_size
+from .layers import arrays as layer_arrays
+from .layers import config as layer_config
+from .layers import describe as describe_layer
 
 GATES = {"lstm": 4, "gru": 3}
-
-
-def _frozen_f32(a: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    arr = np.ascontiguousarray(a, dtype=np.float32)
-    if arr.shape != shape:
-        raise ModelFormatError(f"{name}: expected shape {shape}, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ModelFormatError(f"{name}: holds NaN or Inf; the model file is damaged or the training diverged")
-    arr = arr.copy()
-    arr.flags.writeable = False
-    return arr
 
 
 @dataclass(frozen=True)
@@ -40,6 +33,7 @@ class RecurrentLayer:
     b_ih: np.ndarray            # (G*H,)  zeros for bias=False
     b_hh: np.ndarray            # (G*H,)
     w_hr: np.ndarray | None = None  # (P, H) LSTM projection (proj_size=P), else None
+    w_peep: np.ndarray | None = None  # (3, H) peephole weights of gates i, f, o (LSTM only)
 
     def __post_init__(self):
         if self.kind not in GATES:
@@ -48,12 +42,16 @@ class RecurrentLayer:
             raise ModelFormatError("a projection (weight_hr) exists only for LSTM layers")
         g = GATES[self.kind] * self.hidden_size
         out = self.output_size
-        object.__setattr__(self, "w_ih", _frozen_f32(self.w_ih, "weight_ih", (g, self.input_size)))
-        object.__setattr__(self, "w_hh", _frozen_f32(self.w_hh, "weight_hh", (g, out)))
-        object.__setattr__(self, "b_ih", _frozen_f32(self.b_ih, "bias_ih", (g,)))
-        object.__setattr__(self, "b_hh", _frozen_f32(self.b_hh, "bias_hh", (g,)))
+        object.__setattr__(self, "w_ih", frozen_f32(self.w_ih, "weight_ih", (g, self.input_size)))
+        object.__setattr__(self, "w_hh", frozen_f32(self.w_hh, "weight_hh", (g, out)))
+        object.__setattr__(self, "b_ih", frozen_f32(self.b_ih, "bias_ih", (g,)))
+        object.__setattr__(self, "b_hh", frozen_f32(self.b_hh, "bias_hh", (g,)))
         if self.w_hr is not None:
-            object.__setattr__(self, "w_hr", _frozen_f32(self.w_hr, "weight_hr", (out, self.hidden_size)))
+            object.__setattr__(self, "w_hr", frozen_f32(self.w_hr, "weight_hr", (out, self.hidden_size)))
+        if self.w_peep is not None:
+            if self.kind != "lstm":
+                raise ModelFormatError("peephole weights exist only for LSTM layers")
+            object.__setattr__(self, "w_peep", frozen_f32(self.w_peep, "peephole", (3, self.hidden_size)))
 
     @property
     def proj_size(self) -> int:
@@ -73,52 +71,31 @@ class RecurrentLayer:
         out = {"w_ih": self.w_ih, "w_hh": self.w_hh, "b_ih": self.b_ih, "b_hh": self.b_hh}
         if self.w_hr is not None:
             out["w_hr"] = self.w_hr
+        if self.w_peep is not None:
+            out["w_peep"] = self.w_peep
         return out
 
 
-@dataclass(frozen=True)
-class Dense:
-    """The linear head: y = weight @ h + bias."""
-
-    weight: np.ndarray          # (O, H_last)
-    bias: np.ndarray            # (O,)
-
-    def __post_init__(self):
-        w = np.asarray(self.weight)
-        if w.ndim != 2:
-            raise ModelFormatError(f"head weight must be 2-D (out, in), got shape {w.shape}")
-        object.__setattr__(self, "weight", _frozen_f32(w, "head weight", w.shape))
-        object.__setattr__(self, "bias", _frozen_f32(self.bias, "head bias", (w.shape[0],)))
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-feature affine map: normalise as (v - mean) / std, de-normalise as v * std + mean."""
-
-    mean: np.ndarray            # (n,)
-    std: np.ndarray             # (n,)
-
-    def __post_init__(self):
-        mean = np.atleast_1d(np.asarray(self.mean, dtype=np.float64))
-        std = np.broadcast_to(np.atleast_1d(np.asarray(self.std, dtype=np.float64)), mean.shape)
-        if not (std > 0).all():
-            raise ModelFormatError("normalisation std must be > 0 for every feature")
-        object.__setattr__(self, "mean", _frozen_f32(mean, "normalisation mean", mean.shape))
-        object.__setattr__(self, "std", _frozen_f32(std, "normalisation std", mean.shape))
+MODEL_PARTS = ("pre", "post")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to run the model; hyper-parameters follow from the array shapes."""
+    """Everything needed to run the model; hyper-parameters follow from the array shapes.
+
+    x (I) -> pre layers -> recurrent layers -> post layers -> [head 0 | head 1 | ...] -> y (O)
+    With no heads, y is post's output; with several, their outputs side by side in order.
+    """
 
     layers: tuple[RecurrentLayer, ...]
-    head: Dense | None = None
-    input_norm: Normalisation | None = None
-    output_norm: Normalisation | None = None
+    pre: tuple = ()             # layers applied to each input before the recurrent stack
+    post: tuple = ()            # layers applied to the last recurrent layer's output
+    heads: tuple[Head, ...] = ()
     source: dict = field(default_factory=dict, compare=False)  # provenance, not part of the hash
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
+        for name in ("layers", "pre", "post", "heads"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.layers:
             raise ModelFormatError("a model needs at least one recurrent layer")
         for k in range(1, len(self.layers)):
@@ -128,39 +105,110 @@ class ModelSpec:
                     f"layer {k} expects input size {layer.input_size} but layer {k - 1} outputs "
                     f"{below.output_size}; the layers are not a stack"
                 )
-        if self.head is not None and self.head.weight.shape[1] != self.layers[-1].output_size:
-            raise ModelFormatError(
-                f"head expects {self.head.weight.shape[1]} inputs but the last layer outputs "
-                f"{self.layers[-1].output_size}"
-            )
-        if self.input_norm is not None and self.input_norm.mean.shape != (self.input_size,):
-            raise ModelFormatError(f"input normalisation must have {self.input_size} features")
-        if self.output_norm is not None and self.output_norm.mean.shape != (self.output_size,):
-            raise ModelFormatError(f"output normalisation must have {self.output_size} features")
+        if any(isinstance(layer, AttentionPool) for layer in self.pre):
+            raise ModelFormatError("attention pooling pools the recurrent outputs; it cannot come before them")
+        if any(isinstance(layer, CausalConv1d) for layer in self.post + self.head_layers):
+            raise ModelFormatError("a causal convolution is supported as an input layer only")
+        if not self.pre:
+            n_in = self.layers[0].input_size
+        else:
+            n_in = self.pre[0].in_size
+            if check_chain(self.pre, n_in, "input layers") != self.layers[0].input_size:
+                raise ModelFormatError(f"the input layers output {self.pre[-1].out_size} values but the first "
+                                       f"recurrent layer takes {self.layers[0].input_size}")
+        trunk = check_chain(self.post, self.layers[-1].output_size, "output layers")
+        names = [h.name for h in self.heads]
+        if len(set(names)) != len(names):
+            raise ModelFormatError(f"head names must be unique, got {names}")
+        for h in self.heads:
+            check_chain(h.layers, trunk, f"head {h.name!r}")
+        object.__setattr__(self, "_sizes", (n_in, trunk))
+
+    @classmethod
+    def classic(cls, layers, head: Linear | None = None, input_norm: Affine | None = None,
+                output_norm: Affine | None = None, source: dict | None = None) -> ModelSpec:
+        """The common shape: optional input normalisation, the stack, a Linear, de-normalisation."""
+        post = tuple(x for x in (head, output_norm) if x is not None)
+        return cls(tuple(layers), (input_norm,) if input_norm is not None else (), post, (), dict(source or {}))
+
+    def classic_parts(self) -> tuple[Affine | None, Linear | None, Affine | None] | None:
+        """(input normalisation, Linear, output de-normalisation), each optional, when the graph
+        is just those around plain LSTM/GRU layers (what the CUDA kernel and export-c run), else None."""
+        if self.beyond_classic() is not None:
+            return None
+        pre, post = list(self.pre), list(self.post)
+        norm = pre.pop(0) if pre else None
+        head = post.pop(0) if post and isinstance(post[0], Linear) else None
+        return norm, head, post[0] if post else None
+
+    def beyond_classic(self) -> str | None:
+        """What in the model is more than classic_parts() can hold, in words; None if nothing."""
+        if any(layer.w_peep is not None for layer in self.layers):
+            return "a peephole LSTM layer"
+        if self.heads:
+            return f"several named heads ({', '.join(h.name for h in self.heads)})"
+        pre, post = list(self.pre), list(self.post)
+        if pre and isinstance(pre[0], Affine) and not pre[0].shift.any():
+            pre.pop(0)
+        if pre:
+            return f"the input layer {describe_layer(pre[0])}"
+        if post and isinstance(post[0], Linear):
+            post.pop(0)
+        if post and isinstance(post[0], Affine) and not post[0].offset.any():
+            post.pop(0)
+        return f"the output layer {describe_layer(post[0])}" if post else None
+
+    @property
+    def head_layers(self) -> tuple:
+        return tuple(layer for h in self.heads for layer in h.layers)
 
     @property
     def input_size(self) -> int:
-        return self.layers[0].input_size
+        return self._sizes[0]
+
+    @property
+    def trunk_size(self) -> int:
+        """Size of post's output, the vector every head reads."""
+        return self._sizes[1]
+
+    @property
+    def outputs(self) -> list[tuple[str, int, int]]:
+        """(name, first column, size) of each head in y; one unnamed 'y' without heads."""
+        if not self.heads:
+            return [("y", 0, self.trunk_size)]
+        out, start = [], 0
+        for h in self.heads:
+            size = h.layers[-1].out_size if h.layers else self.trunk_size
+            out.append((h.name, start, size))
+            start += size
+        return out
 
     @property
     def output_size(self) -> int:
-        return self.head.weight.shape[0] if self.head is not None else self.layers[-1].output_size
+        return sum(size for _, _, size in self.outputs)
+
+    @property
+    def recurrent_state_size(self) -> int:
+        """Floats of h and c of every recurrent layer: the front of a stream's state row."""
+        return sum(sum(layer.state_sizes) for layer in self.layers)
 
     @property
     def state_size(self) -> int:
-        """Floats of recurrent state per stream (h and c of every layer)."""
-        return sum(sum(layer.state_sizes) for layer in self.layers)
+        """Floats of state per stream: recurrent h and c, then the stateful layers' own."""
+        return self.recurrent_state_size + sum(state_size(x) for x in self.pre + self.post + self.head_layers)
+
+    def chains(self) -> list[tuple[str, tuple]]:
+        """(array-name prefix, layers) for pre, post and each head, in order."""
+        return [("pre.", self.pre), ("post.", self.post)] + [(f"heads.{h.name}.", h.layers) for h in self.heads]
 
     def named_arrays(self) -> dict[str, np.ndarray]:
         """Every array under a stable name; the deploy file and the content hash use these names."""
         out = {}
         for k, layer in enumerate(self.layers):
             out.update({f"layers.{k}.{name}": a for name, a in layer.arrays().items()})
-        if self.head is not None:
-            out["head.weight"], out["head.bias"] = self.head.weight, self.head.bias
-        for which, norm in (("input_norm", self.input_norm), ("output_norm", self.output_norm)):
-            if norm is not None:
-                out[f"{which}.mean"], out[f"{which}.std"] = norm.mean, norm.std
+        for prefix, chain in self.chains():
+            for k, layer in enumerate(chain):
+                out.update(layer_arrays(layer, f"{prefix}{k}."))
         return out
 
     def architecture(self) -> dict:
@@ -168,12 +216,12 @@ class ModelSpec:
         return {
             "layers": [
                 {"kind": layer.kind, "input_size": layer.input_size, "hidden_size": layer.hidden_size,
-                 "proj_size": layer.proj_size}
+                 "proj_size": layer.proj_size, "peephole": layer.w_peep is not None}
                 for layer in self.layers
             ],
-            "head": None if self.head is None else {"output_size": int(self.head.weight.shape[0])},
-            "input_norm": self.input_norm is not None,
-            "output_norm": self.output_norm is not None,
+            "pre": [layer_config(x) for x in self.pre],
+            "post": [layer_config(x) for x in self.post],
+            "heads": [{"name": h.name, "layers": [layer_config(x) for x in h.layers]} for h in self.heads],
             "input_size": self.input_size,
             "output_size": self.output_size,
         }
@@ -191,15 +239,16 @@ class ModelSpec:
         return h.hexdigest()
 
     def describe(self) -> str:
-        """A short human-readable summary, one line per layer."""
-        lines = []
+        """The whole graph, one line per layer, as `inspect` and `convert` print it."""
+        lines = [f"  input {self.input_size}"]
+        lines += [f"  pre:   {describe_layer(x)}" for x in self.pre]
         for k, layer in enumerate(self.layers):
-            proj = f", proj {layer.proj_size}" if layer.proj_size else ""
-            lines.append(f"  layer {k}: {layer.kind.upper()} {layer.input_size} -> {layer.hidden_size}{proj}")
-        if self.head is not None:
-            lines.append(f"  head:    Linear {self.head.weight.shape[1]} -> {self.head.weight.shape[0]}")
-        if self.input_norm is not None:
-            lines.append("  input normalisation: yes")
-        if self.output_norm is not None:
-            lines.append("  output de-normalisation: yes")
+            extra = (f", proj {layer.proj_size}" if layer.proj_size else "") + (", peephole" if layer.w_peep is not None
+                                                                               else "")
+            lines.append(f"  layer {k}: {layer.kind.upper()} {layer.input_size} -> {layer.hidden_size}{extra}")
+        lines += [f"  post:  {describe_layer(x)}" for x in self.post]
+        for h in self.heads:
+            chain = " > ".join(describe_layer(x) for x in h.layers) or "(trunk as is)"
+            lines.append(f"  head {h.name}: {chain}")
+        lines.append(f"  output {self.output_size}")
         return "\n".join(lines)

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import ModelFormatError
-from .spec import Dense, ModelSpec, Normalisation, RecurrentLayer
+from . import arch as arch_text
+from .layers import Activation, Affine, AttentionPool, CausalConv1d, Head, LayerNorm, Linear
+from .spec import ModelSpec, RecurrentLayer
 
 _MODULE_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 _CELL_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih$")
@@ -132,72 +134,239 @@ def _choose_blocks(modules, cells, rnn) -> list[tuple[str, str]]:
         f"rnn=['{found[0][1]}', ...] (CLI: --rnn PREFIX, repeatable)")
 
 
-def _choose_head(reader: _Reader, last_out: int, head) -> Dense | None:
+def _module_of(prefix: str) -> str:
+    """'encoder.lstm.' -> 'encoder.': the module the recurrent block belongs to."""
+    parts = prefix.rstrip(".").split(".")
+    parts = parts[:-2] if parts[-1].isdigit() else parts[:-1]   # a cell in a ModuleList: the list's owner
+    return ".".join(parts) + "." if parts else ""
+
+
+def _linear(reader: _Reader, prefix: str, n_in: int | None = None) -> Linear:
+    w = reader.take(prefix + "weight")
+    if w.ndim != 2 or (n_in is not None and w.shape[1] != n_in):
+        raise ModelFormatError(f"linear {prefix.rstrip('.')!r}: weight has shape {tuple(w.shape)}"
+                               + (f"; it should take {n_in} inputs here" if n_in is not None else ""))
+    b = reader.take(prefix + "bias", (w.shape[0],), required=False)
+    return Linear(w, np.zeros(w.shape[0], np.float32) if b is None else b, prefix.rstrip("."))
+
+
+def _linear_candidates(reader: _Reader, n_in: int, within: str) -> list[str]:
+    return sorted((k[: -len("weight")] for k, a in reader.arrays.items()
+                   if k.endswith("weight") and k.startswith(within) and k not in reader.used
+                   and a.ndim == 2 and a.shape[1] == n_in), key=_natural_key)
+
+
+def _choose_head(reader: _Reader, last_out: int, head, within: str, kind: str) -> Linear | None:
     if head is False:
         return None
-    candidates = sorted(
-        k[: -len("weight")] for k, a in reader.arrays.items()
-        if k.endswith("weight") and k not in reader.used and a.ndim == 2 and a.shape[1] == last_out
-    )
+    candidates = _linear_candidates(reader, last_out, within)
     if head is not None:
+        head = head if head.endswith(".") else head + "."
         if head not in candidates:
             raise ModelFormatError(f"no linear head {head!r} taking {last_out} inputs; candidates: {candidates}")
         candidates = [head]
     if not candidates:
         return None
     if len(candidates) > 1:
-        raise ModelFormatError(f"several possible linear heads {candidates}; choose one with head='{candidates[0]}' "
-                               f"(CLI: --head PREFIX) or head=False for none")
-    prefix = candidates[0]
-    w = reader.take(prefix + "weight")
-    b = reader.take(prefix + "bias", (w.shape[0],), required=False)
-    return Dense(w, np.zeros(w.shape[0], np.float32) if b is None else b)
-
-
-def _norm(reader: _Reader, which: str, given) -> Normalisation | None:
+        options = " or ".join(f"head='{c}'" for c in candidates)
+        both = ", ".join(f"{c.rstrip('.').replace('.', '_')}: linear({c.rstrip('.')})" for c in candidates)
+        raise ModelFormatError(f"several Linear layers could be the head: {candidates}. Choose one with {options} "
+                               f"(CLI: --head PREFIX), all of them with arch='{kind} > {{{both}}}', "
+                               f"or head=False for none")
+    return _linear(reader, candidates[0])
+def _norm(reader: _Reader, which: str, given) -> Affine | None:
+    make = Affine.normalise if which == "input" else Affine.denormalise
     if given is not None:
-        return given if isinstance(given, Normalisation) else Normalisation(*given)
+        return given if isinstance(given, Affine) else make(*given)
     keys = {name: [k for k in reader.arrays if k.endswith(f"{which}_{name}")] for name in ("mean", "std")}
     if not keys["mean"] and not keys["std"]:
         return None
     if len(keys["mean"]) != 1 or len(keys["std"]) != 1:
         raise ModelFormatError(f"expected one {which}_mean and one {which}_std buffer, found {keys}")
-    return Normalisation(reader.take(keys["mean"][0]), reader.take(keys["std"][0]))
+    return make(reader.take(keys["mean"][0]), reader.take(keys["std"][0]))
 
 
-def spec_from_state_dict(obj, *, rnn=None, head=None, input_norm=None, output_norm=None,
+def _recurrent_block(reader: _Reader, modules, kind_prefix: tuple[str, str], below: int | None) -> list:
+    kind, prefix = kind_prefix
+    if kind == "cell":
+        return [_layer(reader, prefix, "", below)]
+    numbers = sorted(modules[prefix])
+    if numbers != list(range(len(numbers))):
+        missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
+        raise ModelFormatError(f"missing key '{prefix}weight_ih_l{missing[0]}': layers {numbers} of "
+                               f"'{prefix}' are not numbered 0..n-1")
+    layers = []
+    for k in numbers:
+        layers.append(_layer(reader, prefix, f"_l{k}", below))
+        below = layers[-1].output_size
+    return layers
+
+
+def _graph_layer(reader: _Reader, item: arch_text.Item, size: int):
+    """The layer `item` names, taking a vector of `size`."""
+    p = item.prefix or ""
+    if item.kind == "linear":
+        return _linear(reader, p, size)
+    if item.kind == "batchnorm":
+        reader.take(p + "num_batches_tracked", required=False)
+        w = reader.take(p + "weight", (size,), required=False)
+        b = reader.take(p + "bias", (size,), required=False)
+        return Affine.batch_norm(reader.take(p + "running_mean", (size,)), reader.take(p + "running_var", (size,)),
+                                 1.0 if w is None else w, 0.0 if b is None else b,
+                                 1e-5 if item.value is None else item.value, p.rstrip("."))
+    if item.kind == "layernorm":
+        w = reader.take(p + "weight", (size,), required=False)
+        b = reader.take(p + "bias", (size,), required=False)
+        return LayerNorm(np.ones(size) if w is None else w, 0.0 if b is None else b,
+                         1e-5 if item.value is None else item.value, p.rstrip("."))
+    if item.kind == "conv":
+        w = reader.take(p + "weight")
+        if w.ndim != 3 or w.shape[1] != size:
+            raise ModelFormatError(f"conv {p.rstrip('.')!r}: weight has shape {tuple(w.shape)}; expected "
+                                   f"(out, {size}, kernel) (groups=1)")
+        b = reader.take(p + "bias", (w.shape[0],), required=False)
+        return CausalConv1d(w, np.zeros(w.shape[0]) if b is None else b,
+                            1 if item.value is None else int(item.value), p.rstrip("."))
+    if item.kind == "attention":
+        score, n = [], size
+        for s in item.score:
+            score.append(_graph_layer(reader, s, n))
+            n = score[-1].out_size
+        return AttentionPool(tuple(score), "attention")
+    return Activation(item.kind, size, 0.0 if item.value is None else item.value)
+
+
+def _chain(reader: _Reader, items, size: int) -> tuple[tuple, int]:
+    out = []
+    for item in items:
+        out.append(_graph_layer(reader, item, size))
+        size = out[-1].out_size
+    return tuple(out), size
+
+
+def _from_arch(reader: _Reader, graph: arch_text.Graph, modules, cells) -> tuple:
+    """(pre, recurrent layers, post, heads) as `graph` says, weights from the reader."""
+    kinds = [i.kind in arch_text.RECURRENT for i in graph.chain]
+    first, last = kinds.index(True), len(kinds) - 1 - kinds[::-1].index(True)
+    blocks = _choose_blocks(modules, cells, [i.prefix for i in graph.chain[first:last + 1]]
+                            if all(i.prefix for i in graph.chain[first:last + 1]) else None)
+    pre_items, post_items = graph.chain[:first], graph.chain[last + 1:]
+    in_size = None
+    if pre_items:      # the input size is the first weighted layer's
+        w = reader.arrays.get((pre_items[0].prefix or "") + ("running_mean" if pre_items[0].kind == "batchnorm"
+                                                             else "weight"))
+        if w is None:
+            raise ModelFormatError(f"arch: the first item {pre_items[0].text()!r} must be a layer with weights")
+        in_size = w.shape[-2] if pre_items[0].kind == "conv" else w.shape[-1]
+    pre, size = _chain(reader, pre_items, in_size) if pre_items else ((), None)
+    layers: list = []
+    for block in blocks:
+        layers += _recurrent_block(reader, modules, block, layers[-1].output_size if layers else size)
+    post, trunk = _chain(reader, post_items, layers[-1].output_size)
+    heads = tuple(Head(name, _chain(reader, items, trunk)[0]) for name, items in graph.heads)
+    return pre, layers, post, heads
+
+
+def _suspects(reader: _Reader, in_size: int, out_sizes: set[int]) -> list[tuple[str, str, str]]:
+    """Unused tensors that look like a layer on the path: (prefix, what, 'before'|'after') for a
+    Linear, norm or convolution whose shapes chain with the model's input or output."""
+    found = []
+    for k, a in sorted(reader.arrays.items(), key=lambda kv: _natural_key(kv[0])):
+        if k in reader.used or not k.endswith(("weight", "running_mean")) or a.dtype.kind != "f":
+            continue
+        prefix = k.rsplit(".", 1)[0] if "." in k else ""
+        if a.ndim == 2 and a.shape[1] in out_sizes:
+            found.append((prefix, f"Linear {a.shape[1]} -> {a.shape[0]}", "after"))
+        elif a.ndim == 2 and a.shape[0] == in_size:
+            found.append((prefix, f"Linear {a.shape[1]} -> {a.shape[0]}", "before"))
+        elif a.ndim == 1 and (a.shape[0] == in_size or a.shape[0] in out_sizes and k.endswith("weight")):
+            kind = "batchnorm" if prefix + ".running_mean" in reader.arrays else "layernorm"
+            found.append((prefix, f"{kind} over {a.shape[0]}", "before" if a.shape[0] == in_size else "after"))
+        elif a.ndim == 3 and a.shape[0] == in_size:
+            found.append((prefix, f"Conv1d {a.shape[1]} -> {a.shape[0]}", "before"))
+    return list(dict.fromkeys(found))
+
+
+def spec_from_state_dict(obj, *, rnn=None, head=None, input_norm=None, output_norm=None, arch: str | None = None,
                          allow_unused: bool = False, source: dict | None = None) -> ModelSpec:
     """Build a ModelSpec from a state_dict or checkpoint.
 
+    arch: the graph in the text form of edgelstm.model.arch, e.g.
+      "lstm > linear(head.0) > relu > linear(head.3) > softmax"; without it, the model is the
+      recurrent block(s) and at most one Linear head, and anything that looks like another
+      layer on the path is an error that proposes an arch.
     rnn: prefix (or ordered list of prefixes) of the recurrent blocks, when not unambiguous.
     head: prefix of the nn.Linear head (e.g. 'fc.'), False for none, None to detect.
-    input_norm/output_norm: Normalisation or (mean, std); by default taken from buffers named
+    input_norm/output_norm: Affine or (mean, std); by default taken from buffers named
       *input_mean/*input_std/*output_mean/*output_std when present.
     allow_unused: accept tensors that are not part of the streaming path (else an error).
     """
     reader = _Reader(find_state_dict(obj))
     modules, cells = _blocks(reader.arrays)
-    layers: list[RecurrentLayer] = []
-    for kind, prefix in _choose_blocks(modules, cells, rnn):
-        below = layers[-1].output_size if layers else None
-        if kind == "cell":
-            layers.append(_layer(reader, prefix, "", below))
-            continue
-        numbers = sorted(modules[prefix])
-        if numbers != list(range(len(numbers))):
-            missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
-            raise ModelFormatError(f"missing key '{prefix}weight_ih_l{missing[0]}': layers {numbers} of "
-                                   f"'{prefix}' are not numbered 0..n-1")
-        for k in numbers:
-            layers.append(_layer(reader, prefix, f"_l{k}", below))
-            below = layers[-1].output_size
-    head_layer = _choose_head(reader, layers[-1].output_size, head)
+    if arch is not None:
+        if rnn is not None or head is not None:
+            raise ModelFormatError("arch= already says which recurrent blocks and heads to use; drop rnn=/head= "
+                                   "(CLI: --rnn/--head/--no-head)")
+        graph = arch_text.parse(arch)
+        pre, layers, post, heads = _from_arch(reader, graph, modules, cells)
+    else:
+        blocks = _choose_blocks(modules, cells, rnn)
+        layers = []
+        for block in blocks:
+            layers += _recurrent_block(reader, modules, block, layers[-1].output_size if layers else None)
+        head_layer = _choose_head(reader, layers[-1].output_size, head, _module_of(blocks[-1][1]), layers[0].kind)
+        pre, post, heads = (), (head_layer,) if head_layer is not None else (), ()
     in_norm, out_norm = _norm(reader, "input", input_norm), _norm(reader, "output", output_norm)
+    if out_norm is not None and heads:
+        raise ModelFormatError("output de-normalisation with several heads: put an affine in each head instead")
+    spec = ModelSpec(tuple(layers), ((in_norm,) if in_norm else ()) + pre, post + ((out_norm,) if out_norm else ()),
+                     heads, source=dict(source or {}))
+    _refuse_unused(reader, spec, allow_unused, arch is not None)
+    return spec
+
+
+def _refuse_unused(reader: _Reader, spec: ModelSpec, allow_unused: bool, had_arch: bool) -> None:
+    outs = {spec.layers[-1].output_size, spec.output_size}
+    suspects = [] if had_arch else _suspects(reader, spec.layers[0].input_size, outs)
+    if suspects and not allow_unused:
+        listed = ", ".join(f"{p} ({what})" for p, what, _ in suspects[:6])
+        raise ModelFormatError(
+            f"the state_dict holds layers this model would skip: {listed}. A state_dict cannot say how they "
+            f"connect or which activations sit between them; describe the model with arch=, e.g. "
+            f"arch='{_proposal(reader, spec, suspects)}' (CLI: --arch '...'; put the activations your forward() uses "
+            f"between the layers), or load the whole module or an ONNX file, which carry the graph.")
     unused = sorted(k for k, a in reader.arrays.items()
                     if k not in reader.used and a.dtype.kind == "f" and a.size)
     if unused and not allow_unused:
+        hint = ("add them to arch=" if had_arch else
+                "if they are not on the streaming path, pass allow_unused=True (CLI: --allow-unused)")
         raise ModelFormatError(
             f"tensors not used by the streaming model: {unused[:10]}{' ...' if len(unused) > 10 else ''}. "
-            f"Running without them could silently give wrong outputs (e.g. a skipped input layer). "
-            f"If they are not on the streaming path, pass allow_unused=True (CLI: --allow-unused).")
-    return ModelSpec(tuple(layers), head_layer, in_norm, out_norm, source=dict(source or {}))
+            f"Running without them could silently give wrong outputs (e.g. a skipped input layer); {hint}.")
+
+
+def _proposal(reader: _Reader, spec: ModelSpec, suspects: list[tuple[str, str, str]]) -> str:
+    """A starting arch for the user to complete: the layers chained by their shapes,
+    size-keeping norms first, so that every item gets the size it takes."""
+    def item(prefix, what):
+        return f"{what.split(' ', 1)[0].lower()}({prefix})".replace("conv1d(", "conv(")
+
+    before = [item(p, w) for p, w, where in suspects if where == "before"]
+    left = [(x.name, f"Linear {x.in_size} -> {x.out_size}") for x in spec.post if isinstance(x, Linear)]
+    left += [(p, w) for p, w, where in suspects if where == "after"]
+    after, size = [], spec.layers[-1].output_size
+    while left:
+        fits = [(p, w) for p, w in left if _takes(reader, p, w) == size]
+        if not fits:
+            after += [item(p, w) for p, w in left]
+            break
+        p, w = min(fits, key=lambda pw: not pw[1].endswith(f"over {size}"))   # a norm keeps the size: first
+        after.append(item(p, w))
+        left.remove((p, w))
+        size = int(w.rsplit(" ", 1)[-1])
+    return " > ".join(before + [spec.layers[0].kind] + after)
+
+
+def _takes(reader: _Reader, prefix: str, what: str) -> int:
+    w = reader.arrays[prefix + ".weight"]
+    return int(w.shape[-1] if w.ndim == 2 else w.shape[0])

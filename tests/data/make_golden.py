@@ -1,5 +1,6 @@
 """Regenerate the committed golden fixtures: PyTorch weights, inputs and outputs (fed one
-sample at a time) for each architecture in tests/archs.py, so core tests run without torch.
+sample at a time) for each architecture in tests/archs.py, and for each model of the zoo
+(tests/zoo.py: whole-sequence forward, with its arch text), so core tests run without torch.
 
     .venv/bin/python tests/data/make_golden.py
 """
@@ -24,3 +25,14 @@ if __name__ == "__main__":
         arrays = {f"w/{k}": v for k, v in state_dict_arrays(net).items()}
         np.savez_compressed(HERE / f"golden_{name}.npz", x=xs, y=ys, torch_version=torch.__version__, **arrays)
         print("wrote", name, ys.shape)
+    import zoo
+    from test_zoo import STEPS as ZOO_STEPS
+    from test_zoo import _input_size
+    (HERE / "zoo").mkdir(exist_ok=True)
+    for name, (_, arch) in zoo.ZOO.items():
+        net = zoo.build(name)
+        xs = np.random.default_rng(3).normal(0, 1, (ZOO_STEPS, _input_size(net))).astype(np.float32)
+        arrays = {f"w/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+        np.savez_compressed(HERE / "zoo" / f"zoo_{name}.npz", x=xs, y=zoo.run(net, xs), arch=arch,
+                            torch_version=torch.__version__, **arrays)
+        print("wrote zoo", name)
