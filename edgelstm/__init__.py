@@ -17,6 +17,7 @@ from .errors import (
     StateError,
     UnsafePickleError,
 )
+from .model.from_torch import from_torch
 from .model.layers import Activation, Affine, AttentionPool, CausalConv1d, Head, LayerNorm, Linear
 from .model.loader import load
 from .model.spec import ModelSpec, RecurrentLayer
@@ -32,6 +33,7 @@ __all__ = [
     "ModelFormatError",
     "ModelSpec",
     "Head",
+    "from_torch",
     "LayerNorm",
     "Linear",
     "NumericalError",

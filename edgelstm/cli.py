@@ -83,8 +83,15 @@ def _load_options(args) -> dict:
 def cmd_convert(args) -> int:
     from .model import deploy
     from .model.loader import load_spec
-    spec = load_spec(args.source, **_load_options(args))
-    out = args.output or os.path.splitext(args.source)[0] + ".elstm"
+    if args.module:
+        from .model.trace_cli import traced_spec
+        spec = traced_spec(args.module, args.weights, args.input_size)
+        out = args.output or os.path.splitext(args.weights)[0] + ".elstm"
+    elif args.source:
+        spec = load_spec(args.source, **_load_options(args))
+        out = args.output or os.path.splitext(args.source)[0] + ".elstm"
+    else:
+        raise EdgeLSTMError("give a model file to convert, or --module and --weights")
     digest = deploy.save(spec, out)
     print(f"wrote {out}  ({os.path.getsize(out):,} bytes, hash {digest[:12]})")
     print(spec.describe())
@@ -278,9 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a model file into an .elstm deploy file",
                        description="Read a .pt/.pth (state_dict or checkpoint), .safetensors or .npz and write "
-                                   "a versioned .elstm deploy file with architecture, source and content hash.")
-    p.add_argument("source", help="model file to convert")
-    p.add_argument("-o", "--output", help="output path (default: SOURCE with .elstm)")
+                                   "a versioned .elstm deploy file with architecture, source and content hash. "
+                                   "With --module, trace your own nn.Module class (torch.fx, needs torch) so the "
+                                   "graph is known, not guessed, and check it against the module.")
+    p.add_argument("source", nargs="?", help="model file to convert (or use --module and --weights)")
+    p.add_argument("-o", "--output", help="output path (default: SOURCE or WEIGHTS with .elstm)")
+    g = p.add_argument_group("tracing your nn.Module (on the training machine)")
+    g.add_argument("--module", metavar="PKG.MOD:NAME",
+                   help="your model class (built with no arguments) or a function returning the model")
+    g.add_argument("--weights", metavar="FILE", help="its state_dict (torch.save(model.state_dict(), FILE))")
+    g.add_argument("--input-size", type=int, metavar="N", help="features per reading (default: from the weights)")
     _model_options(p)
     p.set_defaults(func=cmd_convert)
 

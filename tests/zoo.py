@@ -199,3 +199,30 @@ def build(name: str, seed: int = 0) -> nn.Module:
 def run(net: nn.Module, xs):
     """(T, I) float32 NumPy -> (T, O) outputs of the whole-sequence forward."""
     return net(torch.from_numpy(xs)[None])[0].numpy()
+
+
+class LastStep(nn.Module):
+    """The sequence classifier of most tutorials: fc(out[:, -1, :]); streamed, each reading's
+    output is what the model would say if the sequence ended there."""
+
+    def __init__(self, kind="lstm"):
+        super().__init__()
+        self.rnn = _recurrent(kind, 3, 10, num_layers=2)
+        self.fc = nn.Linear(10, 4)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return torch.log_softmax(self.fc(out[:, -1, :]), dim=1)
+
+
+class FinalHidden(nn.Module):
+    """The other common form: the last layer's final hidden state h_n[-1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 10, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return torch.sigmoid(self.fc(h[-1]))

@@ -1,0 +1,131 @@
+"""edgelstm.from_torch: the user's nn.Module traced with torch.fx, checked against itself."""
+
+import numpy as np
+import pytest
+import zoo_names
+
+import edgelstm
+from edgelstm.errors import ModelFormatError
+
+pytestmark = pytest.mark.torch
+
+TRACEABLE = [n for n in zoo_names.ZOO_NAMES if not n.startswith(("attention_pool", "lstmcell"))]
+
+
+@pytest.mark.parametrize("name", TRACEABLE)
+def test_zoo_models_trace_and_stream_like_torch(tmp_path, name):
+    import torch
+    import zoo
+    net = zoo.build(name)
+    n_in = next(p for p in net.parameters() if p.ndim >= 2).shape[1]
+    spec = edgelstm.from_torch(net, torch.zeros(1, 16, n_in), path=tmp_path / "m.elstm")
+    xs = np.random.default_rng(5).normal(size=(1000, n_in)).astype(np.float32)
+    np.testing.assert_allclose(edgelstm.load(tmp_path / "m.elstm").stream().step_many(xs), zoo.run(net, xs),
+                               atol=1e-5, rtol=0)
+    assert spec.source["format"] == "torch.fx"
+
+
+@pytest.mark.parametrize("cls", ["LastStep", "FinalHidden"])
+def test_last_step_models_stream_what_each_prefix_would_give(cls):
+    import torch
+    import zoo
+    torch.manual_seed(0)
+    net = getattr(zoo, cls)().eval()
+    spec = edgelstm.from_torch(net, torch.zeros(1, 16, 3))
+    xs = np.random.default_rng(6).normal(size=(60, 3)).astype(np.float32)
+    streamed = edgelstm.Model(spec).stream().step_many(xs)
+    for t in (1, 17, 60):
+        np.testing.assert_allclose(streamed[t - 1], zoo.run(net, xs[:t]), atol=1e-5, rtol=0)
+
+
+def _module(forward, **layers):
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for k, v in layers.items():
+                setattr(self, k, v)
+
+    Net.forward = forward
+    return Net().eval()
+
+
+def test_what_cannot_stream_is_refused_with_the_node_and_the_reason():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    x = torch.zeros(1, 8, 4)
+    cases = [
+        (_module(lambda s, x: s.rnn(x)[0], rnn=nn.LSTM(4, 8, batch_first=True, bidirectional=True)),
+         "bidirectional.*cannot stream"),
+        (_module(lambda s, x: s.rnn(F.relu(s.conv(x.transpose(1, 2))).transpose(1, 2))[0],
+                 conv=nn.Conv1d(4, 4, 3, padding=1), rnn=nn.GRU(4, 8, batch_first=True)),
+         "not causal.*needs future inputs"),
+        (_module(lambda s, x: s.rnn(s.conv(F.pad(x.transpose(1, 2), (1, 1))).transpose(1, 2))[0],
+                 conv=nn.Conv1d(4, 4, 3), rnn=nn.GRU(4, 8, batch_first=True)),
+         "padding 1 on the right.*future inputs"),
+        (_module(lambda s, x: torch.softmax(s.rnn(x)[0], dim=1), rnn=nn.GRU(4, 8, batch_first=True)),
+         "softmax over dimension 1"),
+        (_module(lambda s, x: s.rnn(x)[0], rnn=nn.GRU(4, 8)), "batch_first=False"),
+        (_module(lambda s, x: s.rnn(x)[0].mean(1), rnn=nn.GRU(4, 8, batch_first=True)), "'mean'"),
+        (_module(lambda s, x: s.rnn(x)[0][:, :, :3], rnn=nn.GRU(4, 8, batch_first=True)), "selects features"),
+    ]
+    for net, why in cases:
+        with pytest.raises(ModelFormatError, match=why) as err:
+            edgelstm.from_torch(net, x)
+        assert "arch=" in str(err.value) or "bidirectional" in str(err.value)
+
+
+def test_a_model_the_trace_misreads_fails_the_parity_check():
+    """A mistake the mapping could make is caught by the check against the module itself."""
+    import torch
+    from torch import nn
+    net = _module(lambda s, x: s.fc(s.rnn(x)[0]), rnn=nn.GRU(4, 8, batch_first=True), fc=nn.Linear(8, 2))
+    from edgelstm.model import from_torch as ft
+    real = ft._assemble
+
+    def wrong(outputs, source):
+        spec = real(outputs, source)
+        return edgelstm.ModelSpec(spec.layers, spec.pre, spec.post + (edgelstm.Activation("tanh", 2),))
+
+    ft._assemble = wrong
+    try:
+        with pytest.raises(ModelFormatError, match="differs from the module by"):
+            edgelstm.from_torch(net, torch.zeros(1, 8, 4))
+    finally:
+        ft._assemble = real
+
+
+def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    (tmp_path / "mynet.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lstm = torch.nn.LSTM(3, 12, batch_first=True)\n"
+        "        self.head = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n"
+        "    def forward(self, x):\n"
+        "        out, _ = self.lstm(x)\n"
+        "        return torch.softmax(self.head(out[:, -1]), -1)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import mynet
+        torch.manual_seed(1)
+        net = mynet.Net().eval()
+    finally:
+        sys.path.pop(0)
+    torch.save({"state_dict": net.state_dict(), "epoch": 4}, tmp_path / "w.pt")
+    out = subprocess.run([sys.executable, "-m", "edgelstm", "convert", "--module", "mynet:Net", "--weights", "w.pt",
+                          "-o", "m.elstm"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "post:  Linear 12 -> 8 (head.0)" in out.stdout and "post:  softmax" in out.stdout
+    xs = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(xs)[None])[0].numpy()
+    got = edgelstm.load(tmp_path / "m.elstm").stream().step_many(xs)[-1]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
