@@ -158,6 +158,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .model.loader import load
+    from .verify import verify
+    model = load(args.model)
+    verdict = verify(model, args.against, module=args.module, weights=args.weights, steps=args.steps)
+    ok = verdict.passed(args.atol)
+    print(f"{args.model} streamed {verdict.steps} readings one at a time, compared at {verdict.compared} steps")
+    print(f"  against   {verdict.reference}")
+    print(f"  max |difference| {verdict.max_abs_diff:.3g}  ({'within' if ok else 'OVER'} {args.atol:g})")
+    print(f"  model hash {model.content_hash}")
+    return 0 if ok else 1
+
+
 def cmd_inspect(args) -> int:
     from .engine import Model
     from .model.loader import load_spec, sniff
@@ -323,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (.pt/.pth, .safetensors, .npz, .elstm)")
     _model_options(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="prove an .elstm computes what the original model computes",
+                       description="Stream random readings through MODEL one at a time and compare every step "
+                                   "with the original run over the whole sequence (ONNX Runtime for an .onnx "
+                                   "file, PyTorch for your nn.Module). Exits 1 if the difference exceeds --atol.")
+    p.add_argument("model", help="the .elstm (or any file edgelstm loads)")
+    p.add_argument("--against", metavar="FILE", help="the original .onnx file")
+    p.add_argument("--module", metavar="PKG.MOD:NAME", help="your nn.Module class, with --weights")
+    p.add_argument("--weights", metavar="FILE", help="its state_dict (.pt)")
+    p.add_argument("--steps", type=int, default=1000, help="readings to stream (default 1000)")
+    p.add_argument("--atol", type=float, default=1e-5, help="largest difference accepted (default 1e-5)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("warmup", help="compile the kernels for a model into the cache")
     p.add_argument("model", help="model file")

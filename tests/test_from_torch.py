@@ -129,3 +129,39 @@ def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
         want = net(torch.from_numpy(xs)[None])[0].numpy()
     got = edgelstm.load(tmp_path / "m.elstm").stream().step_many(xs)[-1]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_verify_against_the_module_passes_and_a_wrong_model_fails(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    (tmp_path / "net2.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.gru = torch.nn.GRU(4, 10, batch_first=True)\n"
+        "        self.fc = torch.nn.Linear(10, 3)\n"
+        "    def forward(self, x):\n"
+        "        return torch.tanh(self.fc(self.gru(x)[0]))\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import net2
+        torch.manual_seed(2)
+        torch.save(net2.Net().state_dict(), tmp_path / "w.pt")
+    finally:
+        sys.path.pop(0)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgelstm", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    assert cli("convert", "--module", "net2:Net", "--weights", "w.pt", "-o", "good.elstm").returncode == 0
+    out = cli("verify", "good.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
+    assert out.returncode == 0, out.stderr
+    assert "compared at 300 steps" in out.stdout and "within 1e-05" in out.stdout
+    # the same weights without the tanh (a bare state_dict loaded with a guessed arch): caught
+    assert cli("convert", "w.pt", "-o", "guessed.elstm").returncode == 0
+    out = cli("verify", "guessed.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
+    assert out.returncode == 1 and "OVER" in out.stdout

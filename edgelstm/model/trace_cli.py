@@ -29,8 +29,8 @@ def _import(target: str):
     return getattr(module, attr)
 
 
-def traced_spec(target: str, weights, input_size: int | None):
-    """The ModelSpec of the model built by `target`, with `weights` loaded, traced and checked."""
+def load_module(target: str, weights):
+    """The nn.Module `target` builds, in eval mode, with the state_dict in `weights` loaded."""
     import torch
 
     if not weights:
@@ -44,6 +44,14 @@ def traced_spec(target: str, weights, input_size: int | None):
         net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
     except RuntimeError as exc:
         raise ModelFormatError(f"--weights {weights} do not fit {target}: {str(exc).splitlines()[0]}") from None
+    return net.eval()
+
+
+def traced_spec(target: str, weights, input_size: int | None):
+    """The ModelSpec of the model built by `target`, with `weights` loaded, traced and checked."""
+    import torch
+
+    net = load_module(target, weights)
     n_in = input_size or next(p.shape[1] for p in net.parameters() if p.ndim >= 2)
     return from_torch(net, torch.zeros(1, 16, n_in))
 
