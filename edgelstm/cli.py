@@ -229,7 +229,7 @@ def _daemon_config(args):
 def cmd_check_config(args) -> int:
     import json
 
-    from .daemon.config import preflight
+    from .daemon.validation import preflight
     cfg = _daemon_config(args)
     preflight(cfg)
     print(json.dumps(cfg.redacted(), indent=2))
@@ -245,8 +245,8 @@ def _inputs(cfg) -> str:
 
 
 def cmd_run(args) -> int:
-    from .daemon.config import preflight
     from .daemon.service import Daemon
+    from .daemon.validation import preflight
     cfg = _daemon_config(args)
     preflight(cfg)
     daemon = Daemon(cfg)

@@ -25,7 +25,17 @@ def no_daemon_outlives_its_test():
     kill_leftovers()
 
 
+# Fixtures that start a broker or build the C side: a test using one belongs to the integration tier.
+INTEGRATION_FIXTURES = {"broker", "tls_broker", "own_broker", "bridge_bin"}
+
+
 def pytest_collection_modifyitems(config, items):
+    untiered = [item.nodeid for item in items
+                if INTEGRATION_FIXTURES & set(item.fixturenames) and item.get_closest_marker("integration") is None]
+    if untiered:
+        # else `./dev.sh test` would run them in the unit tier, which must need no broker or compiler
+        raise pytest.UsageError(f"mark these @pytest.mark.integration (they use {sorted(INTEGRATION_FIXTURES)}): "
+                                + ", ".join(untiered))
     if HAVE_TORCH:
         return
     skip = pytest.mark.skip(reason="needs torch (pip install 'edgelstm[torch]')")

@@ -55,6 +55,19 @@ def kill_leftovers() -> None:
     _STARTED.clear()
 
 
+PORT_TRIES = 5
+
+
+class _MetricsPortTaken(RuntimeError):
+    """The daemon exited because its metrics port was taken (the last try's error, when all fail)."""
+
+
+def _lost_metrics_port(output: str, port: int) -> bool:
+    """The daemon's output says that its metrics port was taken: at preflight, or when its server bound it."""
+    return (f"metrics port {port} on 127.0.0.1 is in use" in output
+            or f"cannot serve metrics on 127.0.0.1:{port} (Address already in use)" in output)
+
+
 class DaemonProcess:
     def __init__(self, workdir: Path, broker_url: str | None = None, extra: str = "", mqtt_extra: str = "",
                  client_id: str | None = None):
@@ -73,15 +86,35 @@ class DaemonProcess:
         self.proc = None
 
     def start(self, wait_connected: bool = True, env_extra: dict | None = None) -> "DaemonProcess":
+        """Start the daemon and wait until it serves metrics (and, by default, is subscribed). The
+        metrics port was free when chosen, but another process may bind it before the daemon does:
+        then the daemon exits saying so, and it is started again on another port."""
+        for _ in range(PORT_TRIES - 1):
+            try:
+                return self._start(wait_connected, env_extra)
+            except _MetricsPortTaken:
+                self.logfh.close()
+                self._use_metrics_port(free_port())
+        return self._start(wait_connected, env_extra)
+
+    def _use_metrics_port(self, port: int) -> None:
+        text = self.config.read_text()
+        self.config.write_text(text.replace(f"metrics_port = {self.metrics_port}\n", f"metrics_port = {port}\n"))
+        self.metrics_port = port
+
+    def _start(self, wait_connected: bool, env_extra: dict | None) -> "DaemonProcess":
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
         self.logfh = open(self.log, "ab")
+        offset = self.logfh.tell()
         self.proc = subprocess.Popen([sys.executable, "-m", "edgelstm", "run", "-c", str(self.config)],
                                      stdout=self.logfh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _STARTED.append(self.proc)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                output = self.log.read_bytes()[offset:].decode(errors="replace")
+                error = _MetricsPortTaken if _lost_metrics_port(output, self.metrics_port) else RuntimeError
+                raise error(f"daemon exited with {self.proc.returncode}:\n{output[-3000:]}")
             text = self.log.read_text().split("--- start")[-1]
             # Ready once the broker confirmed the subscription: readings published before that
             # (a first connect has no session yet) would never reach the daemon.

@@ -4,7 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT, golden
+
+pytestmark = pytest.mark.integration
 
 
 def edgelstm(*args, timeout=300):
@@ -48,6 +51,7 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path):
     assert edgelstm("convert", tmp_path / "m.npz", "--allow-unused").returncode == 0
 
 
+@pytest.mark.slow
 def test_kernel_cache_goes_to_edgelstm_cache_dir(tmp_path):
     """A process with EDGELSTM_CACHE_DIR set writes its compiled kernels there, and a second
     process loads them instead of compiling (bench_startup.py measures how much faster)."""

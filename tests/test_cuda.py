@@ -37,6 +37,7 @@ def parity() -> dict:
 
 
 @pytest.mark.parametrize("case", [f"{name}-{n}" for name, n in CASES])
+@pytest.mark.slow
 def test_cuda_matches_cpu_over_200_steps(parity, case):
     r = parity[case]
     assert r["steps"] == 200
@@ -44,11 +45,13 @@ def test_cuda_matches_cpu_over_200_steps(parity, case):
     assert r["bad_input_refused"] and r["state_ops"], r
 
 
+@pytest.mark.slow
 def test_cuda_overflow_keeps_that_streams_state(parity):
     assert parity["overflow"] == {"raised": True, "failed": ["b"], "kept": True}
     assert parity["device"] == ("simulator" if not HAVE_GPU else parity["device"])
 
 
+@pytest.mark.slow
 def test_daemon_runs_on_the_cuda_backend(parity):
     r = parity["daemon"]
     assert r["bank"] == "CudaStreamBank" and r["predictions"] == 30 and r["max_dy"] <= 1e-5, r

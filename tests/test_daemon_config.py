@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from edgelstm.daemon import checkpoint, config
+from edgelstm.daemon import checkpoint, config, validation
 from edgelstm.errors import ConfigError
 
 MODEL = str(ROOT / "edgelstm" / "data" / "activity.elstm")
@@ -23,6 +23,7 @@ def cli(*args, env=None):
                           timeout=120, env=env)
 
 
+@pytest.mark.integration
 def test_example_config_is_valid_and_secrets_are_redacted(tmp_path):
     assert config.load(str(ROOT / "edgelstm.example.toml")).validate().effective_ack == "checkpoint"
     env = dict(os.environ, EDGELSTM_MQTT_PASSWORD="hunter2")
@@ -59,8 +60,15 @@ def test_flags_alone_make_a_config_and_are_validated():
                            "mqtt.receive_maximum": 200}).validate()
     # queue_size is accepted (older config files) and no longer constrains anything
     config.load(None, {"model": MODEL, "mqtt.url": "mqtt://h", "checkpoint": "/tmp/x", "queue_size": 1000}).validate()
+
+
+@pytest.mark.integration
+def test_the_command_line_validates_its_flags():
     out = cli("run", "--model", MODEL)
     assert out.returncode == 1 and "no input" in out.stderr and "Traceback" not in out.stderr
+    out = cli("check-config", "--model", MODEL, "--mqtt", "mqtt://h", "--in", "sensors/+/reading",
+              "--out", "sensors/{stream}/prediction")
+    assert out.returncode == 0, out.stderr
 
 
 MQTT_IN = {"model": MODEL, "mqtt.url": "mqtt://h", "checkpoint": "/tmp/x"}
@@ -90,6 +98,18 @@ MQTT_IN = {"model": MODEL, "mqtt.url": "mqtt://h", "checkpoint": "/tmp/x"}
     ({"mqtt.subscribe": "+/+/reading"}, "needs exactly one '+' level"),
     ({"mqtt.subscribe": "sensors/+/r\0"}, "contains a NUL"),
     ({"mqtt.subscribe": "+/" + "s" * 65_534}, "MQTT allows at most 65535"),
+    ({"mqtt.subscribe": "$share//sensors/+/reading"}, "is not a valid shared subscription: write $share/GROUP/"),
+    ({"mqtt.subscribe": "$share/edgelstm"}, "is not a valid shared subscription"),
+    ({"mqtt.subscribe": "$share/g+/sensors/+/reading"}, "is not a valid shared subscription"),
+    ({"mqtt.subscribe": "$share/g/sensors/reading"}, "needs exactly one '+' level"),
+    ({"mqtt.subscribe": "sensors/+/data", "mqtt.publish": "sensors/{stream}/data"},
+     "mqtt.publish 'sensors/{stream}/data' is matched by mqtt.subscribe 'sensors/+/data' (e.g. 'sensors/s1/data')"
+     ": the daemon would read its own predictions back as readings, in a loop; publish where"),
+    ({"mqtt.subscribe": "$share/g/sensors/+/reading", "mqtt.publish": "sensors/{stream}/reading"},
+     "is matched by mqtt.subscribe '$share/g/sensors/+/reading'"),
+    ({"mqtt.subscribe": "+/in", "mqtt.publish": "{stream}/in"}, "is matched by mqtt.subscribe '+/in'"),
+    ({"mqtt.subscribe": "edge/+/in", "mqtt.publish": "{client_id}/{stream}/in", "mqtt.client_id": "edge"},
+     "is matched by mqtt.subscribe 'edge/+/in' (e.g. 'edge/s1/in')"),
     ({"serial.port": "/dev/ttyX", "serial.stream_prefix": "a/"}, "stream_prefix 'a/' contains '/'"),
     ({"serial.port": "/dev/ttyX", "serial.stream_prefix": "a+"}, "contains '+'"),
     ({"serial.port": "/dev/ttyX", "serial.stream_prefix": "#"}, "contains '#'"),
@@ -123,6 +143,17 @@ def test_settings_that_would_fail_later_are_refused_with_the_reason(overrides, m
     with pytest.raises(ConfigError, match=re.escape(message)) as info:
         config.load(None, {**MQTT_IN, **overrides}).validate()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"mqtt.subscribe": "$share/edgelstm/sensors/+/reading"},
+    {"mqtt.subscribe": "sensors/+/reading", "mqtt.publish": "sensors/{stream}/readings"},
+    {"mqtt.subscribe": "$share/sensors/+/reading/x", "mqtt.publish": "sensors/{stream}/reading/x"},
+    # predictions printed, not published: the template cannot loop
+    {"mqtt.subscribe": "sensors/+/data", "mqtt.publish": "sensors/{stream}/data", "output": "stdout"},
+])
+def test_topics_that_cannot_loop_are_accepted(overrides):
+    config.load(None, {**MQTT_IN, **overrides}).validate()
 
 
 def test_url_credentials_are_used_and_never_shown(monkeypatch):
@@ -161,16 +192,13 @@ def test_ack_auto_follows_the_checkpoint():
     assert cfg.ack == "auto" and cfg.effective_ack == "step"
     assert config.load(None, {**flags, "checkpoint": "/tmp/x"}).validate().effective_ack == "checkpoint"
     assert config.load(None, {**flags, "checkpoint": "/tmp/x", "ack": "step"}).validate().effective_ack == "step"
-    out = cli("check-config", "--model", MODEL, "--mqtt", "mqtt://h", "--in", "sensors/+/reading",
-              "--out", "sensors/{stream}/prediction")
-    assert out.returncode == 0, out.stderr
 
 
 SERIAL_IN = {"model": MODEL, "serial.port": "/dev/ttyX"}
 
 
 def test_preflight_passes_and_leaves_nothing_behind(tmp_path):
-    config.preflight(config.load(None, {**SERIAL_IN, "checkpoint": str(tmp_path / "state.ckpt")}).validate())
+    validation.preflight(config.load(None, {**SERIAL_IN, "checkpoint": str(tmp_path / "state.ckpt")}).validate())
     assert os.listdir(tmp_path) == []
 
 
@@ -184,13 +212,13 @@ def test_preflight_refuses_an_unusable_checkpoint_dir(tmp_path, where, message):
     (tmp_path / "adir").mkdir()
     cfg = config.load(None, {**SERIAL_IN, "checkpoint": str(tmp_path / where)}).validate()
     with pytest.raises(ConfigError, match=re.escape(message)):
-        config.preflight(cfg)
+        validation.preflight(cfg)
 
 
 def test_preflight_refuses_an_unreadable_model(tmp_path):
     cfg = config.load(None, {**SERIAL_IN, "model": str(tmp_path)}).validate()
     with pytest.raises(ConfigError, match=r"cannot read model .* \(Is a directory\)"):
-        config.preflight(cfg)
+        validation.preflight(cfg)
 
 
 def test_preflight_refuses_a_busy_metrics_port():
@@ -202,8 +230,8 @@ def test_preflight_refuses_a_busy_metrics_port():
         with pytest.raises(ConfigError, match=re.escape(
                 f"metrics port {port} on 127.0.0.1 is in use (by another edgelstm?): choose another metrics_port "
                 "or 0 to turn metrics off")):
-            config.preflight(cfg)
-    config.preflight(cfg)
+            validation.preflight(cfg)
+    validation.preflight(cfg)
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path):
@@ -220,6 +248,7 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
         checkpoint.load(path)
 
 
+@pytest.mark.integration
 def test_systemd_ready_and_watchdog_and_corrupt_checkpoint_does_not_block_start(tmp_path):
     """Run the daemon under a fake NOTIFY_SOCKET: READY=1 after the model is compiled, WATCHDOG=1
     from the loop, STOPPING=1 on SIGTERM, exit 0; a corrupt checkpoint is reported and skipped."""

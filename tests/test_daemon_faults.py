@@ -43,6 +43,8 @@ from edgelstm.daemon import checkpoint
 from edgelstm.protocol import frame as framing
 from edgelstm.protocol.payload import reading_frame
 
+pytestmark = pytest.mark.integration
+
 SECRET = "s3cret/Pa55%w@rd"             # '/', '%' and '@' must be percent-encoded in a URL
 
 
@@ -642,3 +644,17 @@ def test_check_config_refuses_an_unknown_placeholder_and_a_busy_metrics_port(tmp
         busy.listen()
         daemon.config.write_text(good)
         assert_one_line_error(check_config(daemon.config), str(daemon.metrics_port), "in use")
+
+
+def test_a_metrics_port_taken_before_the_daemon_binds_it_is_replaced(tmp_path, broker):
+    """DaemonProcess picks a free port, and another process can take it before the daemon starts
+    (tests running side by side): the daemon refuses it, and the helper starts it on another."""
+    daemon = DaemonProcess(tmp_path, broker.url)
+    taken = daemon.metrics_port
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", taken))
+        busy.listen()
+        daemon.start()
+        assert daemon.metrics_port != taken and f"metrics_port = {daemon.metrics_port}\n" in daemon.config.read_text()
+        assert "in use" in daemon.log.read_text() and daemon.total("edgelstm_readings_total") == 0
+    assert daemon.terminate() == 0

@@ -5,9 +5,12 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from daemon_helpers import Collector, DaemonProcess, Publisher, expected_keys, offline, readings
 
 from edgelstm.daemon import checkpoint
+
+pytestmark = pytest.mark.integration
 
 
 def assert_matches_offline(collector, xs, ckpt_path):
@@ -48,6 +51,20 @@ def test_lingering_for_more_input_changes_no_prediction(tmp_path, broker):
     collector, pub = Collector(broker.port), Publisher(broker.port)
     pub.send_readings(xs, rate=2000)
     assert collector.wait_for(1_000, 60), collector.shortfall(xs, daemon, broker)
+    assert daemon.terminate() == 0
+    assert_matches_offline(collector, xs, daemon.checkpoint)
+    collector.stop()
+    pub.stop()
+
+
+def test_a_shared_subscription_names_each_stream_by_its_topic(tmp_path, broker):
+    """$share/GROUP/filter: the broker delivers the filter's topics, without the prefix."""
+    xs = readings(3, 50, seed=5)
+    daemon = DaemonProcess(tmp_path, broker.url, mqtt_extra='subscribe = "$share/edgelstm/sensors/+/reading"').start()
+    collector, pub = Collector(broker.port), Publisher(broker.port)
+    pub.send_readings(xs)
+    assert collector.wait_for(150, 30), collector.shortfall(xs, daemon, broker)
+    assert daemon.total("edgelstm_bad_payloads_total") == 0
     assert daemon.terminate() == 0
     assert_matches_offline(collector, xs, daemon.checkpoint)
     collector.stop()

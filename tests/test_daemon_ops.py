@@ -8,6 +8,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 from broker import Broker
 from daemon_helpers import MODEL, Collector, DaemonProcess, Publisher, offline, readings
 from paho.mqtt.packettypes import PacketTypes
@@ -19,6 +20,7 @@ from edgelstm.transports.mqtt_link import MqttLink
 SECRET = "s3cret-Pa55word"
 
 
+@pytest.mark.integration
 def test_username_password_from_environment_never_logged(tmp_path):
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker", user=("edge", SECRET)).start()
@@ -47,6 +49,7 @@ def test_username_password_from_environment_never_logged(tmp_path):
         broker.stop()
 
 
+@pytest.mark.integration
 def test_sighup_reloads_the_model_and_keeps_state(tmp_path):
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker").start()
@@ -79,6 +82,7 @@ def test_sighup_reloads_the_model_and_keeps_state(tmp_path):
         broker.stop()
 
 
+@pytest.mark.integration
 def test_tls_with_a_private_ca(tmp_path):
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker", tls=True).start()

@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from broker import free_port
 from daemon_helpers import MODEL, offline, readings
 
@@ -15,6 +16,8 @@ from edgelstm.daemon.config import DaemonConfig, MqttConfig, PolicyConfig, Seria
 from edgelstm.daemon.service import Daemon
 from edgelstm.protocol import frame
 from edgelstm.protocol.payload import reading_frame
+
+pytestmark = pytest.mark.integration
 
 
 class Recorder:

@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from bridge_build import BRIDGE, make
 from daemon_helpers import MODEL, DaemonProcess, wait_until
 
@@ -32,6 +33,7 @@ def test_vectors_text_matches_json():
     assert (BRIDGE / "vectors" / "frames.txt").read_text() == make_vectors.as_lines(doc)
 
 
+@pytest.mark.integration
 def test_c_library_strict_build_and_vectors_under_sanitizers(tmp_path):
     proc = make(tmp_path, "check")              # -std=c99 -Wall -Wextra -Werror -pedantic, then ASan+UBSan
     assert proc.stdout.count("ok ") == 2, proc.stdout
@@ -123,6 +125,8 @@ def run_decode_tool(bin_dir: Path, mode: str, path: Path) -> list[str]:
     return proc.stdout.splitlines()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_fuzz_c_decoder_agrees_with_python_on_a_million_inputs(bridge_bin, tmp_path):
     inputs, origins, valid = fuzz_inputs(seed=2026, n=FUZZ_INPUTS)
     records = tmp_path / "inputs.bin"
@@ -145,6 +149,7 @@ def test_fuzz_c_decoder_agrees_with_python_on_a_million_inputs(bridge_bin, tmp_p
     assert accepted > 20_000 and set(reasons) == set(C_ORDER), reasons
 
 
+@pytest.mark.integration
 def test_fuzz_streaming_decoders_agree(bridge_bin, tmp_path):
     """The byte-at-a-time C receiver and Python's chunked FrameDecoder see the same stream:
     fuzz inputs joined by 0x00 and occasional oversize runs. Same frames, same counters."""
@@ -207,6 +212,7 @@ def replay_offline(sent_log: Path, n_inputs: int) -> dict[int, list]:
     return expected
 
 
+@pytest.mark.integration
 def test_virtual_device_drives_the_daemon_end_to_end(bridge_bin, tmp_path):
     """The C encoder on a pty -> the daemon's serial path -> predictions on stdout and back to the
     board as PREDICTION frames; with noise, 2 % dropped readings and two reboots."""

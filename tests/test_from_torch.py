@@ -97,6 +97,7 @@ def test_a_model_the_trace_misreads_fails_the_parity_check():
         ft._assemble = real
 
 
+@pytest.mark.integration
 def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
     import subprocess
     import sys
@@ -131,6 +132,7 @@ def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.integration
 def test_verify_against_the_module_passes_and_a_wrong_model_fails(tmp_path):
     import subprocess
     import sys

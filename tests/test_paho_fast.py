@@ -228,6 +228,7 @@ def test_paho_internals_we_patch_are_where_we_expect():
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+@pytest.mark.integration
 def test_stock_and_fast_receive_identical_streams_and_every_ack_lands(request, tls):
     broker = request.getfixturevalue("tls_broker" if tls else "broker")
     tag = f"diff-{'tls' if tls else 'tcp'}"
@@ -301,6 +302,7 @@ def test_stock_and_fast_receive_identical_streams_and_every_ack_lands(request, t
     assert [len(d.received) for d in again] == [0, 0], "the broker redelivered readings whose PUBACK was sent"
 
 
+@pytest.mark.integration
 def test_loop_read_honours_max_packets(broker):
     pub = Driver(broker, "maxp-pub", fast=False)
     fast = Driver(broker, "maxp-fast", fast=True)
@@ -332,6 +334,7 @@ def test_loop_read_honours_max_packets(broker):
     assert not hasattr(second, "UserProperty") and second.isEmpty() and str(second) == "[]"
 
 
+@pytest.mark.integration
 def test_read_ahead_is_dropped_on_reconnect(broker):
     """Bytes read ahead from the old socket must never be parsed as the new connection's."""
     pub = Driver(broker, "rc-pub", fast=False)
@@ -359,6 +362,7 @@ def test_read_ahead_is_dropped_on_reconnect(broker):
     assert {r[0] for r in fast.received} == {f"rc/{i}" for i in range(300)}
 
 
+@pytest.mark.integration
 def test_falls_back_when_an_internal_is_missing_and_the_client_still_works(broker, caplog):
     class Changed(mqtt.Client):
         _handle_publish = None                # as if a new paho renamed it
@@ -397,6 +401,7 @@ def test_subclass_overriding_a_patched_method_stays_stock():
     assert paho_fast.accelerate(client) is False
 
 
+@pytest.mark.integration
 def test_paho_own_threaded_loop_still_works_when_accelerated(broker):
     """loop_start() calls loop_read() without max_packets: it must drain the read-ahead buffer
     (select cannot see it), and coalesced writes must take publishes queued from another thread."""
@@ -491,6 +496,7 @@ OTHER_CALLS = [                           # (args, kwargs) it hands to stock pub
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v311"])
+@pytest.mark.integration
 def test_fast_publish_queues_the_packet_and_message_stock_would(broker, protocol):
     """Call for call, a fast_publish client and a stock one (same mids) queue byte-identical
     PUBLISH packets, keep equal MQTTMessages, return equal results or raise the same errors, and
@@ -534,6 +540,7 @@ def snapshot(d: Driver) -> list[tuple]:
             for m in d.client._out_messages.values()]
 
 
+@pytest.mark.integration
 def test_fast_publish_while_the_broker_is_down_queues_and_sends_after_reconnect(own_broker):
     """Publishes still queued at the outage and publishes made while it lasts reach the
     subscriber after the restart, and the bookkeeping along the way is stock's."""
@@ -575,6 +582,7 @@ def test_fast_publish_while_the_broker_is_down_queues_and_sends_after_reconnect(
                        for i in range(12)], name[d]
 
 
+@pytest.mark.integration
 def test_fast_publish_queue_and_inflight_limits_are_stock(broker):
     """max_inflight_messages and max_queued_messages: the same return codes (MQTT_ERR_QUEUE_SIZE
     when full), states and exceptions from the info; what was queued goes out, in stock's order."""
@@ -621,6 +629,7 @@ def test_fast_publish_queue_and_inflight_limits_are_stock(broker):
     assert not fast.client._out_messages and fast.client._inflight_messages == stock.client._inflight_messages == 0
 
 
+@pytest.mark.integration
 def test_fast_publish_info_can_be_waited_on(broker):
     """wait_for_publish and is_published on fast_publish's info: a waiter that starts before the
     PUBACK is woken by it, one that starts after returns at once, a timeout returns unpublished."""

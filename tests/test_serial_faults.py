@@ -6,6 +6,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 from daemon_helpers import (
     DaemonProcess,
     Pty,
@@ -24,6 +25,8 @@ from daemon_helpers import (
 
 from edgelstm.protocol import frame as framing
 from edgelstm.protocol.payload import reading_frame
+
+pytestmark = pytest.mark.integration
 
 WRAP = 2**32
 

@@ -1,30 +1,22 @@
 """Daemon configuration: a TOML file (see edgelstm.example.toml) and/or command-line flags,
-into frozen dataclasses, validated once at start-up. Secrets never appear in `redacted()`."""
+into frozen dataclasses, validated once at start-up (the checks: daemon/validation.py).
+Secrets never appear in `redacted()`."""
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
-import socket
-import string
 import sys
-import tempfile
-import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
+from . import validation
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:                                   # Python 3.10 (JetPack 6)
     import tomli as tomllib
-
-POLICIES = ("reset", "hold")
-ACKS = ("auto", "checkpoint", "step")
-MAX_TOPIC_BYTES = 65_535                # MQTT strings carry a two-byte length
-SEQ_MODULUS = 2 ** 32                   # sequence numbers wrap at 32 bits
 
 
 @dataclass(frozen=True)
@@ -131,67 +123,10 @@ class DaemonConfig:
     metrics_host: str = "127.0.0.1"
     log_every_s: float = 60.0           # a summary line this often
 
-    def validate(self) -> "DaemonConfig":
-        """Refuse, with one line saying what to change, every setting that would fail later. Pure: the
-        checks that touch this machine (files, directories, ports) are in preflight()."""
-        self._check_inputs_and_outputs()
-        if self.mqtt.url:
-            _check_url(self.mqtt)
-        _check_topics(self.mqtt, needs_stream=self.output_kind == "mqtt")
-        _check_stream_prefix(self.serial.stream_prefix)
-        self._check_ack()
-        self._check_windows()
-        _check_ranges(self)
+    def validate(self) -> DaemonConfig:
+        """This config, once validation.validate() found nothing that would fail later."""
+        validation.validate(self)
         return self
-
-    def _check_inputs_and_outputs(self) -> None:
-        if not self.model:
-            raise ConfigError("no model: set `model = \"path\"` in the config or pass --model")
-        if not os.path.exists(self.model):
-            raise ConfigError(f"model file {self.model!r} does not exist: check the path in `model` or --model")
-        if not (self.mqtt.url and self.mqtt.subscribe) and not self.serial.port:
-            raise ConfigError("no input: configure [mqtt] url and subscribe, or [serial] port (or --mqtt / --serial)")
-        if self.backend not in ("cpu", "cuda", "auto"):
-            raise ConfigError("backend must be 'cpu', 'cuda' or 'auto'")
-        if self.output not in ("auto", "mqtt", "stdout"):
-            raise ConfigError("output must be 'auto', 'mqtt' or 'stdout'")
-        if self.output == "mqtt" and not self.mqtt.url:
-            raise ConfigError("output = 'mqtt' needs [mqtt] url")
-        if self.serial.mode not in ("frames", "lines"):
-            raise ConfigError("serial.mode must be 'frames' or 'lines'")
-        if self.serial.reply and self.serial.mode != "frames":
-            raise ConfigError("serial.reply needs serial.mode = 'frames' (lines carry no predictions back)")
-        for name in ("nonfinite", "reboot", "gap"):
-            if getattr(self.policy, name) not in POLICIES:
-                raise ConfigError(f"policy.{name} must be one of {POLICIES}")
-        if self.mqtt.qos not in (0, 1):
-            raise ConfigError("mqtt.qos must be 0 or 1")
-
-    def _check_ack(self) -> None:
-        if self.ack not in ACKS:
-            raise ConfigError("ack must be 'auto', 'checkpoint' or 'step'")
-        if self.ack == "checkpoint" and self.mqtt.url and self.mqtt.subscribe and not self.checkpoint:
-            raise ConfigError("ack = 'checkpoint' needs a checkpoint path (or set ack = 'step' or 'auto')")
-
-    def _check_windows(self) -> None:
-        p = self.policy
-        mqtt_in = bool(self.mqtt.url and self.mqtt.subscribe)
-        if mqtt_in and 2 * p.reorder_window > self.mqtt.receive_maximum:
-            raise ConfigError(
-                f"policy.reorder_window ({p.reorder_window}) must be at most half of mqtt.receive_maximum "
-                f"({self.mqtt.receive_maximum}): readings held for reordering stay unacknowledged, and a full "
-                f"receive window stops the broker sending the reading they wait for")
-        if p.replay_window < 0:
-            raise ConfigError("policy.replay_window must be 0 (off) or more")
-        if p.reorder_window < 0:
-            raise ConfigError("policy.reorder_window must be 0 (off) or more")
-        # A jump within either window must stay a gap or a replay, and the jump must be told apart
-        # from its wrapped-around twin, which needs it under half the sequence space.
-        widest = max(p.reorder_window, p.replay_window)
-        if not widest < p.resync_after < SEQ_MODULUS // 2:
-            raise ConfigError(
-                f"policy.resync_after ({p.resync_after}) must be above reorder_window and replay_window ({widest}) "
-                f"and below 2**31: set it in between")
 
     @property
     def output_kind(self) -> str:
@@ -211,237 +146,13 @@ class DaemonConfig:
         """The effective configuration as data, with secrets replaced."""
         d = dataclasses.asdict(self)
         m = d["mqtt"]
-        m["url"] = redact_url(self.mqtt.url)
+        m["url"] = validation.redact_url(self.mqtt.url)
         if m["password_file"]:
             m["password_file"] = "<set>"
-        has_password = bool(_split_url(self.mqtt.url).password or self.mqtt.password_file
+        has_password = bool(validation.split_url(self.mqtt.url).password or self.mqtt.password_file
                             or os.environ.get(self.mqtt.password_env))
         m["password"] = "<set>" if has_password else "<not set>"
         return d
-
-
-def redact_url(url: str) -> str:
-    """The url with any password replaced by ***. Everything between the user's ':' and the last '@'
-    goes, so a password that urlsplit would misread (an unescaped '/') is hidden too."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at:
-        return url
-    user, colon, _password = userinfo.partition(":")
-    return f"{head}{sep}{user}{':***' if colon else ''}@{hostpart}"
-
-
-def _split_url(url: str):
-    try:
-        return urlsplit(url)
-    except ValueError as exc:                # e.g. an unclosed IPv6 bracket
-        raise ConfigError(f"mqtt.url {redact_url(url)!r} is not a URL ({exc}): write mqtt://host:1883") from None
-
-
-def _check_url(m: MqttConfig) -> None:
-    u = _split_url(m.url)
-    shown = redact_url(m.url)
-    if u.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"mqtt url must start with mqtt:// or mqtts://, got {shown!r}")
-    try:
-        port = u.port                       # None when the url names none: the scheme's default
-    except ValueError:                      # not a number, or above 65535
-        port = 0
-    if port == 0:
-        raise ConfigError(f"mqtt.url {shown!r} has an invalid port: use 1 to 65535, e.g. mqtt://host:1883 "
-                          "(percent-encode a '/', '?' or '#' in a password, e.g. '/' as %2F)")
-    if u.username is None:
-        return
-    if m.username or m.password_file:
-        raise ConfigError("mqtt.url has credentials and mqtt.username or mqtt.password_file is set too: "
-                          "keep only one of them")
-    if not u.username and u.password is not None:
-        raise ConfigError("mqtt.url has a password but no user name: write mqtt://user:password@host")
-
-
-def _template_fields(name: str, template: str, allowed: tuple[str, ...]) -> set[str]:
-    """The placeholders a topic template uses; a placeholder outside `allowed` or a stray brace is refused
-    here rather than by str.format in the middle of publishing."""
-    hint = " and ".join("{" + a + "}" for a in allowed)
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"{name} {template!r} is not a valid template ({exc}): use only {hint}, "
-                          "and write a literal brace as '{{' or '}}'") from None
-    used = set()
-    for _text, field_name, spec, conversion in parts:
-        if field_name is None:
-            continue
-        if field_name not in allowed:
-            raise ConfigError(f"{name} {template!r} has the placeholder {{{field_name}}}: only {hint} are allowed")
-        if spec or conversion:
-            raise ConfigError(f"{name} {template!r}: write {{{field_name}}} without a conversion or format spec")
-        used.add(field_name)
-    return used
-
-
-def _check_mqtt_string(what: str, text: str) -> None:
-    """What every MQTT topic must be: non-empty UTF-8 without NUL, within the two-byte length."""
-    if not text:
-        raise ConfigError(f"{what} is empty: MQTT needs a topic of at least one character")
-    if "\0" in text:
-        raise ConfigError(f"{what} contains a NUL character, which MQTT forbids in topics: remove it")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ConfigError(f"{what} is not valid UTF-8: write the topic in UTF-8") from None
-    if size > MAX_TOPIC_BYTES:
-        raise ConfigError(f"{what} is {size} bytes long: MQTT allows at most {MAX_TOPIC_BYTES}, shorten it")
-
-
-def _check_topic_name(what: str, topic: str) -> None:
-    """A topic we publish to: MQTT forbids wildcards in topic names (they are for filters)."""
-    _check_mqtt_string(what, topic)
-    if "+" in topic or "#" in topic:
-        raise ConfigError(f"{what} {topic!r} contains a wildcard ('+' or '#'), which MQTT forbids in the topics "
-                          "we publish to: remove it (the client_id counts too)")
-
-
-def _check_subscribe(topic: str) -> None:
-    what = f"mqtt.subscribe {topic!r}"
-    _check_mqtt_string(what, topic)
-    levels = topic.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ConfigError(f"{what} is not a valid topic filter: '#' may only be the whole last level")
-        if "+" in level and level != "+":
-            raise ConfigError(f"{what} is not a valid topic filter: '+' must be a whole level, as in "
-                              "sensors/+/reading")
-    if "#" in levels:
-        raise ConfigError(f"{what} must not use '#': exactly one '+' level names the stream, as in sensors/+/reading")
-    if levels.count("+") != 1:
-        raise ConfigError(f"{what} needs exactly one '+' level: it names the stream, as in sensors/+/reading")
-
-
-def _check_topics(m: MqttConfig, needs_stream: bool) -> None:
-    used = _template_fields("mqtt.publish", m.publish, ("stream", "client_id"))
-    if needs_stream and "stream" not in used:
-        raise ConfigError(f"mqtt.publish {m.publish!r} has no {{stream}}: every stream's predictions would share "
-                          "one topic; add {stream}, as in sensors/{stream}/prediction")
-    _check_topic_name("mqtt.publish", m.publish.format(stream="x", client_id=m.client_id))
-    _template_fields("mqtt.status_topic", m.status_topic, ("client_id",))
-    _check_topic_name("mqtt.status_topic", m.status_topic.format(client_id=m.client_id))
-    if m.url and m.subscribe:
-        _check_subscribe(m.subscribe)
-
-
-def _check_stream_prefix(prefix: str) -> None:
-    """The stream id goes into the output topic, so it must be a valid topic level."""
-    bad = [c for c in prefix if c in "+#/" or unicodedata.category(c) == "Cc"]
-    if bad:
-        raise ConfigError(f"serial.stream_prefix {prefix!r} contains {bad[0]!r}: the stream id goes into MQTT "
-                          "topics, so use no '+', '#', '/' or control characters")
-
-
-# (section, setting, lowest, highest or None): outside these a value fails later, in paho, in the
-# broker (the MQTT fields are two- or four-byte integers) or as a timer that never waits.
-_RANGES = (
-    ("", "capacity", 1, None),
-    ("", "queue_size", 1, None),
-    ("", "max_batch", 1, None),
-    ("", "linger_s", 0, 0.1),
-    ("", "metrics_port", 0, 65_535),
-    ("", "checkpoint_interval_s", 0, None),
-    ("", "commit_interval_s", 0, None),
-    ("", "log_every_s", 0, None),
-    ("mqtt", "session_expiry_s", 0, 2 ** 32 - 1),
-    ("mqtt", "keepalive_s", 0, 65_535),
-    ("mqtt", "max_queued_out", 1, None),
-    ("mqtt", "publish_wait_s", 0, None),
-    ("mqtt", "max_inflight_out", 1, None),
-    ("mqtt", "max_packet_bytes", 1, 2 ** 32 - 1),
-    ("mqtt", "receive_maximum", 1, 65_535),
-    ("serial", "baud", 1, None),
-    ("policy", "max_gap_s", 0, None),
-    ("policy", "stream_ttl_s", 0, None),
-    ("policy", "reorder_timeout_s", 0, None),
-    ("policy", "evict_idle_s", 0, None),
-)
-
-
-def _check_ranges(cfg: DaemonConfig) -> None:
-    for section, name, lowest, highest in _RANGES:
-        value = getattr(getattr(cfg, section) if section else cfg, name)
-        setting = f"{section}.{name}" if section else name
-        if value < lowest or highest is not None and value > highest:
-            allowed = f"between {lowest} and {highest}" if highest is not None else f"{lowest} or more"
-            raise ConfigError(f"{setting} = {value} is out of range: set it {allowed}")
-    for section in ("mqtt", "serial"):
-        low, high = getattr(cfg, section).reconnect_min_s, getattr(cfg, section).reconnect_max_s
-        if not 0 < low <= high:
-            raise ConfigError(f"{section}.reconnect_min_s ({low}) must be above 0 and at most "
-                              f"{section}.reconnect_max_s ({high}): raise the one or lower the other")
-
-
-def preflight(cfg: DaemonConfig) -> None:
-    """The checks that touch this machine, for a validated config: the files the daemon reads can be
-    opened, the checkpoint's directory takes a new file, and the metrics port is free."""
-    _check_readable("model", cfg.model)
-    if cfg.mqtt.url:
-        for name in ("password_file", "tls_ca", "tls_cert", "tls_key"):
-            if getattr(cfg.mqtt, name):
-                _check_readable(f"mqtt.{name}", getattr(cfg.mqtt, name))
-    if cfg.checkpoint:
-        _check_checkpoint_dir(cfg.checkpoint)
-    if cfg.metrics_port:
-        _check_port_free(cfg.metrics_host, cfg.metrics_port)
-
-
-def _check_readable(name: str, path: str) -> None:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot read {name} {path} ({exc.strerror}): check the path and that the daemon's "
-                          "user may read it") from None
-
-
-def _check_checkpoint_dir(path: str) -> None:
-    """Write and delete a file beside the checkpoint: permission bits alone say nothing for root, nor for a
-    read-only mount."""
-    if os.path.isdir(path):
-        raise ConfigError(f"checkpoint {path} is a directory: name a file in it, e.g. checkpoint = "
-                          f"\"{os.path.join(path, 'state.ckpt')}\"")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        if os.path.exists(directory):
-            raise ConfigError(f"checkpoint directory {directory} is not a directory: choose another checkpoint "
-                              "path, or set checkpoint = \"\" to run without one")
-        raise ConfigError(f"checkpoint directory {directory} does not exist: create it (mkdir -p {directory}), "
-                          "or set checkpoint = \"\" to run without one")
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".edgelstm-preflight-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write in checkpoint directory {directory} ({exc.strerror}): fix its permissions "
-                          "for the daemon's user, or set checkpoint = \"\" to run without one") from None
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Bind the port as the metrics server will (SO_REUSEADDR, so a closing connection does not count)."""
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                                 flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise ConfigError(f"metrics_host {host!r} cannot be resolved ({exc.strerror}): set it to an address of "
-                          "this machine, e.g. 127.0.0.1") from None
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"metrics port {port} on {host} is in use (by another edgelstm?): choose another "
-                                  "metrics_port or 0 to turn metrics off") from None
-            raise ConfigError(f"cannot listen on {host}:{port} for metrics ({exc.strerror}): choose another "
-                              "metrics_host or metrics_port, or 0 to turn metrics off") from None
 
 
 _SECTIONS = {"mqtt": MqttConfig, "serial": SerialConfig, "policy": PolicyConfig}

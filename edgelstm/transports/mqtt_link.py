@@ -32,6 +32,7 @@ from ..daemon.messages import Message, Origin, ReadingMsg, RejectedMsg
 from ..errors import Rejected
 from ..protocol import payload
 from ..protocol.stream_id import check_stream_id
+from ..protocol.topics import StreamTopics
 from . import paho_fast
 from .presence import Presence
 from .publications import Publications
@@ -77,9 +78,7 @@ class MqttLink:
         self._attempted = False                 # connect() once, reconnect() after that
         self._attempts = 0                      # connection attempts started
         self._lost_attempt = -1                 # the attempt whose loss was handled
-        prefix, _, suffix = cfg.subscribe.partition("+")
-        self._prefix = prefix
-        self._suffix = suffix
+        self._topics = StreamTopics(cfg.subscribe)
         self.client = self._make_client()
         self.fast = paho_fast.accelerate(self.client)
 
@@ -387,7 +386,7 @@ class MqttLink:
             return
         origin = Origin(self, msg.mid if msg.qos > 0 else None, None, False, time.time())
         try:
-            stream = check_stream_id(self._stream_of(msg.topic))
+            stream = check_stream_id(self._topics.stream_of(msg.topic))
             self._inbox.append(ReadingMsg(stream, payload.decode_mqtt(msg.payload, self.n_inputs), origin))
         except Rejected as exc:
             self._inbox.append(RejectedMsg(exc.reason, origin))
@@ -409,9 +408,3 @@ class MqttLink:
                   "own mqtt.client_id and restart this one", newer.get("host"), newer.get("pid"), self.cfg.client_id)
         self.connected.clear()
         self.client.disconnect()
-
-    def _stream_of(self, topic: str) -> str:
-        if topic.startswith(self._prefix) and topic.endswith(self._suffix) and len(topic) > len(self._prefix) + len(
-                self._suffix):
-            return topic[len(self._prefix):len(topic) - len(self._suffix)]
-        raise Rejected("topic", f"{topic[:80]!r} does not match {self.cfg.subscribe!r}")
