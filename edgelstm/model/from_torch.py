@@ -54,9 +54,28 @@ def _fail(node, why: str):
                            f"Describe the model with arch= instead, or export ONNX")
 
 
+class TorchView:
+    """A live nn.Module as the mapper reads it: its kind, its tensors as NumPy, its attributes."""
+
+    def __init__(self, module):
+        self.module, self.kind = module, type(module).__name__
+
+    def p(self, name: str):
+        t = getattr(self.module, name, None)
+        return None if t is None else t.detach().cpu().double().numpy()
+
+    def a(self, name: str, default=None):
+        return getattr(self.module, name, default)
+
+    def state_dict(self) -> dict:
+        return {k: t.detach().cpu().numpy() for k, t in self.module.state_dict().items()}
+
+
 class _Mapper:
-    def __init__(self, module, input_size: int):
-        self.modules = dict(module.named_modules())
+    """Maps calls on module views (TorchView, or a pickled module's view) to graph layers."""
+
+    def __init__(self, views: dict, input_size: int):
+        self.modules = views          # dotted path -> view
         self.input_size = input_size
 
     def value(self, env, arg):
@@ -77,7 +96,7 @@ class _Mapper:
 
     def call_module(self, env, node) -> _Value:
         mod = self.modules[node.target]
-        kind = type(mod).__name__
+        kind = mod.kind
         if kind in _NO_OPS:
             return self.seq(env, node, node.args[0])
         if kind in ("LSTM", "GRU"):
@@ -86,27 +105,27 @@ class _Mapper:
             return self.conv(env, node, mod)
         v = self.seq(env, node, node.args[0])
         if kind == "Linear":
-            return self.extend(v, self.linear(mod.weight, mod.bias, node.target, v, node), node.target)
+            return self.extend(v, self.linear(mod.p("weight"), mod.p("bias"), node.target, v, node), node.target)
         if kind == "BatchNorm1d":
-            if mod.training or not mod.track_running_stats:
-                _fail(node, "BatchNorm1d must be in eval mode with running statistics (call module.eval())")
-            w = mod.weight if mod.affine else None
-            b = mod.bias if mod.affine else None
-            return self.extend(v, Affine.batch_norm(_np(mod.running_mean), _np(mod.running_var),
-                                                    1.0 if w is None else _np(w), 0.0 if b is None else _np(b),
-                                                    float(mod.eps), node.target))
+            if mod.p("running_mean") is None:
+                _fail(node, "BatchNorm1d without running statistics (track_running_stats=False) uses batch statistics")
+            w, b = mod.p("weight"), mod.p("bias")
+            return self.extend(v, Affine.batch_norm(mod.p("running_mean"), mod.p("running_var"),
+                                                    1.0 if w is None else w, 0.0 if b is None else b,
+                                                    float(mod.a("eps", 1e-5)), node.target))
         if kind == "LayerNorm":
-            if v.channels_first or tuple(mod.normalized_shape) != (v.size,):
+            w, b = mod.p("weight"), mod.p("bias")
+            if v.channels_first or (w is not None and w.shape != (v.size,)):
                 _fail(node, "LayerNorm must normalise the feature dimension only")
-            w = _np(mod.weight) if mod.elementwise_affine else np.ones(v.size)
-            b = _np(mod.bias) if mod.elementwise_affine and mod.bias is not None else 0.0
-            return self.extend(v, LayerNorm(w, b, float(mod.eps), node.target))
+            return self.extend(v, LayerNorm(np.ones(v.size) if w is None else w, 0.0 if b is None else b,
+                                            float(mod.a("eps", 1e-5)), node.target))
         if kind in _ACTIVATION_MODULES:
             act = _ACTIVATION_MODULES[kind]
-            if act in ("softmax", "log_softmax") and mod.dim not in (-1, 2, None):
-                _fail(node, f"{kind} over dimension {mod.dim}: only the feature dimension (-1) streams")
-            alpha = {"leaky_relu": getattr(mod, "negative_slope", 0.0), "elu": getattr(mod, "alpha", 0.0)}.get(act, 0.0)
-            if act == "gelu" and getattr(mod, "approximate", "none") == "tanh":
+            dim = mod.a("dim")
+            if act in ("softmax", "log_softmax") and dim not in (-1, 2, None) and not (dim == 1 and v.last):
+                _fail(node, f"{kind} over dimension {dim}: only the feature dimension (-1) streams")
+            alpha = {"leaky_relu": mod.a("negative_slope", 0.01), "elu": mod.a("alpha", 1.0)}.get(act, 0.0)
+            if act == "gelu" and mod.a("approximate", "none") == "tanh":
                 act = "gelu_tanh"
             return self.extend(v, Activation(act, v.size, alpha))
         _fail(node, f"{kind} is not a layer edgelstm streams")
@@ -114,21 +133,20 @@ class _Mapper:
     def linear(self, weight, bias, name, v, node) -> Linear:
         if v.channels_first:
             _fail(node, "a Linear over the time dimension needs the whole sequence")
-        w = _np(weight)
-        if w.shape[1] != v.size:
-            _fail(node, f"Linear takes {w.shape[1]} features but receives {v.size}")
-        return Linear(w, np.zeros(w.shape[0]) if bias is None else _np(bias), name)
+        w = weight
+        if w is None or w.ndim != 2 or w.shape[1] != v.size:
+            _fail(node, f"Linear takes {None if w is None else w.shape} weights but receives {v.size} features")
+        return Linear(w, np.zeros(w.shape[0]) if bias is None else bias, name)
 
     def recurrent(self, env, node, mod) -> _Value:
         v = self.seq(env, node, node.args[0])
         if len(node.args) > 1 or node.kwargs:
             _fail(node, "an initial state passed to the RNN: a stream starts from zero state")
-        if not mod.batch_first:
+        if mod.a("batch_first") is False:
             _fail(node, "batch_first=False: edgelstm traces (batch, time, features) inputs; use batch_first=True")
         if v.channels_first:
             _fail(node, "the RNN receives (batch, features, time); transpose back first")
-        state = {k: _np(t) for k, t in mod.state_dict().items()}
-        sub = spec_from_state_dict(state, head=False)
+        sub = spec_from_state_dict(mod.state_dict(), head=False)
         if sub.layers[0].input_size != v.size:
             _fail(node, f"the RNN takes {sub.layers[0].input_size} features but receives {v.size}")
         layers = tuple(sub.layers)
@@ -138,24 +156,26 @@ class _Mapper:
         v = self.value(env, node.args[0])
         if not isinstance(v, _Value) or not v.channels_first:
             _fail(node, "Conv1d needs a (batch, channels, time) input: x.transpose(1, 2)")
-        k, d = int(mod.kernel_size[0]), int(mod.dilation[0])
+        weight, bias = mod.p("weight"), mod.p("bias")
+        k, d = weight.shape[2], int(_first(mod.a("dilation", 1)))
         left = v.pad if v.what == "pad" else 0
-        inner = int(mod.padding[0]) if not isinstance(mod.padding, str) else -1
-        if mod.stride[0] != 1 or mod.groups != 1 or inner < 0:
+        padding = mod.a("padding", 0)
+        inner = int(_first(padding)) if not isinstance(padding, str) else -1
+        if _first(mod.a("stride", 1)) != 1 or mod.a("groups", 1) != 1 or inner < 0:
             _fail(node, "only stride 1, groups 1 and numeric padding convolutions stream")
         if left + inner != (k - 1) * d or (left and inner):
             _fail(node, f"padding left {left}, both sides {inner}: a convolution that is not causal (left padding "
                         f"(K-1)*dilation = {(k - 1) * d}) needs future inputs")
-        layer = CausalConv1d(_np(mod.weight), np.zeros(mod.out_channels) if mod.bias is None else _np(mod.bias), d,
-                             node.target)
+        layer = CausalConv1d(weight, np.zeros(weight.shape[0]) if bias is None else bias, d, node.target)
         if layer.in_size != v.size:
             _fail(node, f"Conv1d takes {layer.in_size} channels but receives {v.size}")
         out = _Value(v.chain + (layer,), layer.out_size, True, name=node.target)
         return _Value(out.chain, out.size, True, what="crop" if inner else "seq", pad=inner)
 
 
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().double().numpy()
+def _first(value):
+    """An nn.Conv1d hyper-parameter: a 1-tuple, or an int."""
+    return value[0] if isinstance(value, (tuple, list)) else value
 
 
 _FUNCTIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "gelu": "gelu", "silu": "silu", "elu": "elu",
@@ -341,7 +361,8 @@ def from_torch(module, example_input, *, steps: int = 64, atol: float = 1e-5, pa
     except Exception as exc:     # data-dependent control flow, loops over x.shape, ...
         raise ModelFormatError(f"from_torch: torch.fx cannot trace {type(module).__name__}.forward ({exc}). "
                                f"Describe the model with arch= instead, or export ONNX") from None
-    spec = _assemble(_Tracer(module, n_in).run(graph), {"format": "torch.fx", "module": type(module).__name__})
+    views = {path: TorchView(m) for path, m in module.named_modules()}
+    spec = _assemble(_Tracer(views, n_in).run(graph), {"format": "torch.fx", "module": type(module).__name__})
     _check(module, spec, n_in, steps, atol)
     if path is not None:
         from . import deploy
