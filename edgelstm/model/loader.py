@@ -9,44 +9,49 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from . import deploy
+from .module_tree import modules_as_state_dicts, read_module_tree
+from .safetensors_file import read_safetensors
 from .state_dict import spec_from_state_dict
-from .torch_file import read_torch_file
+from .torch_file import archive_layout, is_legacy, is_zip, read_torch_file
 
 
 def sniff(path) -> str:
-    """'elstm', 'torch', 'npz' or 'safetensors', from the file's content."""
+    """'elstm', 'torch', 'torchscript', 'torch-legacy', 'npz' or 'safetensors', from the file's content."""
     with open(path, "rb") as fh:
-        head = fh.read(16)
+        head = fh.read(40)
     if head[:8] == deploy.MAGIC:
         return "elstm"
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-        if any(n.endswith("data.pkl") for n in names):
-            return "torch"
+    if is_zip(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except Exception as exc:    # zipfile raises BadZipFile, OSError, NotImplementedError, ValueError...
+            raise ModelFormatError(f"{path}: damaged zip archive ({exc})") from None
+        layout = archive_layout(names)
+        if layout is not None:
+            return "torchscript" if layout[1] else "torch"
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
+    if is_legacy(head):
+        return "torch-legacy"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
-    raise ModelFormatError(f"{path}: unknown model format; expected a .pt/.pth (torch.save), "
+    raise ModelFormatError(f"{path}: unknown model format; expected a .pt/.pth (torch.save or torch.jit.save), "
                            f".safetensors, .npz or .elstm file")
 
 
 def read_arrays(path, fmt: str):
-    if fmt == "torch":
-        return read_torch_file(path)
+    """The file's contents as NumPy arrays: a state_dict or checkpoint dict (whole modules flattened)."""
+    if fmt in ("torch", "torch-legacy"):
+        return modules_as_state_dicts(read_torch_file(path))
+    if fmt == "torchscript":
+        return read_module_tree(path).state_dict()
     if fmt == "npz":
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:
-        raise ModelFormatError("reading .safetensors needs the optional package: "
-                               "pip install 'edgelstm[safetensors]'") from None
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        raise ModelFormatError(f"{path}: cannot read safetensors ({exc})") from None
+    if fmt == "safetensors":
+        return read_safetensors(path)
+    raise ModelFormatError(f"{path}: cannot read arrays from a {fmt!r} file")
 
 
 def load_spec(path, **options):

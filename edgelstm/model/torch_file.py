@@ -1,120 +1,167 @@
-"""Read `torch.save` files (the zip format of PyTorch >= 1.6) without torch and without
-running pickled code.
+"""Read `torch.save` / `torch.jit.save` files without torch and without running pickled code.
 
-The pickle is read by an Unpickler whose find_class allows only the handful of globals a
-state_dict needs (OrderedDict, the tensor rebuild functions, the storage types); anything
-else — os.system, a whole nn.Module, a custom class — raises UnsafePickleError before it is
-called. Tensors are rebuilt from their raw storages honouring storage offset, strides and the
-byte order, and every view is bounds-checked against its storage.
+Three layouts:
+  * zip (torch.save since PyTorch 1.6): <name>/data.pkl + <name>/data/<key> raw storages +
+    <name>/byteorder;
+  * TorchScript (torch.jit.save): the same zip plus <name>/code/ and <name>/constants.pkl; its
+    data.pkl pickles __torch__.* module objects (code/ is never executed or imported);
+  * legacy (torch.save(..., _use_new_zipfile_serialization=False)): five concatenated items:
+    pickle(magic 0x1950a86a20f9469cfc6c), pickle(protocol 1001), pickle(sys_info), the object's
+    pickle (storages as persistent ids ('storage', type, key, location, numel, view)), pickle(list
+    of storage keys), then per key an 8-byte little-endian element count and the raw bytes.
+Every pickle goes through pickle_reader's restricted unpickler; every storage is bounds-checked
+against the bytes really present before it is used. bfloat16 storages become float32 exactly.
 """
 
 from __future__ import annotations
 
-import pickle
 import zipfile
-from collections import OrderedDict
 
-import numpy as np
+from ..errors import ModelFormatError
+from .pickle_reader import Deferred, pickle_end, unpickle
+from .raw_arrays import array_from_bytes, itemsize
 
-from ..errors import ModelFormatError, UnsafePickleError
-
-_STORAGE_DTYPES = {
-    "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "BFloat16Storage": "bf16",
-    "IntStorage": "i4", "LongStorage": "i8", "ShortStorage": "i2", "CharStorage": "i1",
-    "ByteStorage": "u1", "BoolStorage": "?",
-}
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_MAGIC_PICKLE = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."     # the LONG1 opcode of the magic number
+LEGACY_PROTOCOL = 1001
+MAX_PICKLE_BYTES = 1 << 31
 
 
-class _StorageType:
-    """Stands in for torch.FloatStorage etc.: only names a dtype, never called."""
-
-    def __init__(self, name: str):
-        self.name, self.dtype = name, _STORAGE_DTYPES[name]
+def is_legacy(head: bytes) -> bool:
+    """Whether the first bytes of a file are the legacy torch.save magic number."""
+    return head[:1] == b"\x80" and LEGACY_MAGIC_PICKLE in head[:40]
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    arr = storage
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
-        raise ModelFormatError("tensor with a malformed size/stride in the .pt file")
-    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else offset - 1
-    if last >= arr.size:
-        raise ModelFormatError(f"tensor view (offset {offset}, size {size}, stride {stride}) reaches "
-                               f"past its storage of {arr.size} elements; the file is corrupt")
-    view = np.lib.stride_tricks.as_strided(arr[offset:] if arr.size else arr, shape=size,
-                                           strides=[s * arr.itemsize for s in stride])
-    return np.array(view)       # own copy: weights sharing one storage must not alias
+def is_zip(path) -> bool:
+    """zipfile.is_zipfile, but a damaged archive (which makes it raise BadZipFile) counts as a zip."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return True
 
 
-def _rebuild_parameter(data, *_ignored):
-    return data
+def archive_layout(names: list[str]) -> tuple[str, bool] | None:
+    """(prefix, is_torchscript) of a torch zip archive, None when `names` is not one."""
+    pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pkl) != 1:
+        return None
+    prefix = pkl[0].rsplit("/", 1)[0]
+    script = f"{prefix}/constants.pkl" in names or any(n.startswith(f"{prefix}/code/") for n in names)
+    return prefix, script
 
 
-_ALLOWED = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-}
+def _read_member(archive: zipfile.ZipFile, name: str, expected: int | None = None) -> bytes:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise ModelFormatError(f"{name} is missing from the .pt archive") from None
+    if expected is not None and info.file_size != expected:
+        raise ModelFormatError(f"{name} holds {info.file_size:,} bytes but the pickle says {expected:,}; the file is "
+                               f"corrupt or truncated")
+    if info.file_size > MAX_PICKLE_BYTES:
+        raise ModelFormatError(f"{name} is {info.file_size:,} bytes, too large to be a model")
+    try:
+        return archive.read(name)
+    except Exception as exc:    # BadZipFile, bad CRC, unsupported compression (NotImplementedError), zlib.error...
+        raise ModelFormatError(f"cannot read {name} from the .pt archive ({exc})") from None
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, fh, archive: zipfile.ZipFile, prefix: str, byteorder: str):
-        super().__init__(fh)
-        self._archive, self._prefix, self._order = archive, prefix, "<" if byteorder == "little" else ">"
-        self._storages: dict[str, np.ndarray] = {}
+def read_archive(path) -> tuple[object, str, zipfile.ZipFile | None, str]:
+    """(object, kind 'torch' | 'torchscript', the open archive (caller closes), prefix)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except Exception as exc:    # zipfile raises BadZipFile, OSError, NotImplementedError, ValueError...
+        raise ModelFormatError(f"{path}: not a readable zip archive ({exc})") from None
+    try:
+        layout = archive_layout(archive.namelist())
+        if layout is None:
+            raise ModelFormatError(f"{path}: expected one <name>/data.pkl in the archive")
+        prefix, script = layout
+        if f"{prefix}/byteorder" in archive.namelist():
+            byteorder = _read_member(archive, f"{prefix}/byteorder").decode("ascii", "replace").strip()
+        else:
+            byteorder = "little"     # files from PyTorch < 2.1 have no record; they were little-endian
+        order = {"little": "<", "big": ">"}.get(byteorder)
+        if order is None:
+            raise ModelFormatError(f"{path}: unknown byte order {byteorder!r:.20}")
 
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        hint = ("this looks like a whole pickled model; save model.state_dict() instead"
-                if module.startswith("torch.nn") or "." not in module and module not in ("builtins", "os", "posix")
-                else "edgelstm never runs code from a model file")
-        raise UnsafePickleError(f"refusing to load global {module}.{name} from the .pt file ({hint}). "
-                                f"Re-save with torch.save(model.state_dict(), path).")
+        def storage(key, code, numel):
+            raw = _read_member(archive, f"{prefix}/data/{key}", numel * itemsize(code))
+            return array_from_bytes(raw, code, order)
 
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise ModelFormatError(f"unknown persistent id {pid!r:.80} in the .pt file")
-        storage_type, key = pid[1], str(pid[2])
-        if not isinstance(storage_type, _StorageType):
-            raise ModelFormatError("storage of unknown type in the .pt file")
-        if storage_type.dtype == "bf16":
-            raise ModelFormatError("bfloat16 weights: convert the model with model.float() before saving")
-        if key not in self._storages:
-            try:
-                raw = self._archive.read(f"{self._prefix}/data/{key}")
-            except KeyError:
-                raise ModelFormatError(f"storage {key} is missing from the .pt archive") from None
-            dtype = np.dtype(self._order + storage_type.dtype) if storage_type.dtype not in ("?", "u1", "i1") \
-                else np.dtype(storage_type.dtype)
-            if len(raw) % dtype.itemsize:
-                raise ModelFormatError(f"storage {key} has a partial element; the file is truncated")
-            self._storages[key] = np.frombuffer(raw, dtype=dtype)
-        return self._storages[key]
+        obj = unpickle(_read_member(archive, f"{prefix}/data.pkl"), storage)
+        return obj, ("torchscript" if script else "torch"), archive, prefix
+    except BaseException:
+        archive.close()
+        raise
+
+
+def read_legacy(data: bytes):
+    """The object in a legacy (non-zip) torch.save file's bytes."""
+    pos, header = 0, []
+    for _ in range(3):
+        end = pickle_end(data, pos)
+        header.append(unpickle(data[pos:end], _no_storages))
+        pos = end
+    magic, protocol, sys_info = header
+    if magic != LEGACY_MAGIC:
+        raise ModelFormatError("not a legacy torch.save file (wrong magic number)")
+    if protocol != LEGACY_PROTOCOL:
+        raise ModelFormatError(f"legacy torch.save protocol {protocol!r:.20} is not supported (expected 1001); "
+                               f"re-save with a current PyTorch")
+    order = "<" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else ">"
+    obj_start, obj_end = pos, pickle_end(data, pos)
+    wanted: dict[str, tuple[str, int]] = {}
+
+    def record(key, code, numel):
+        wanted[key] = (code, numel)
+        return Deferred()
+
+    unpickle(data[obj_start:obj_end], record)          # pass 1: which storages, of what dtype
+    keys_end = pickle_end(data, obj_end)
+    keys = unpickle(data[obj_end:keys_end], _no_storages)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ModelFormatError("malformed storage key list in the legacy .pt file")
+    storages, pos = {}, keys_end
+    for key in keys:
+        if key not in wanted:
+            raise ModelFormatError(f"legacy .pt file lists storage {key} that no tensor uses; it is corrupt")
+        code, numel = wanted[key]
+        if pos + 8 > len(data):
+            raise ModelFormatError(f"legacy .pt file is truncated before storage {key}")
+        count = int.from_bytes(data[pos:pos + 8], "little")
+        if count != numel:
+            raise ModelFormatError(f"storage {key} holds {count:,} elements but the pickle says {numel:,}; corrupt")
+        nbytes = count * itemsize(code)
+        if pos + 8 + nbytes > len(data):
+            raise ModelFormatError(f"legacy .pt file is truncated inside storage {key} ({nbytes:,} bytes declared, "
+                                   f"{len(data) - pos - 8:,} present)")
+        storages[key] = array_from_bytes(data[pos + 8:pos + 8 + nbytes], code, order)
+        pos += 8 + nbytes
+    missing = sorted(set(wanted) - set(storages))
+    if missing:
+        raise ModelFormatError(f"legacy .pt file lacks the data of storages {missing[:5]}; it is truncated")
+    return unpickle(data[obj_start:obj_end], lambda key, code, numel: storages[key])   # pass 2, with the data
+
+
+def _no_storages(key, code, numel):
+    raise ModelFormatError("unexpected tensor in a legacy .pt file header")
 
 
 def read_torch_file(path) -> object:
-    """The object stored by torch.save (typically a dict), with tensors as NumPy arrays."""
-    if not zipfile.is_zipfile(path):
-        raise ModelFormatError(f"{path} is not a zip-format torch.save file (the legacy pre-1.6 "
-                               f"format is not supported: re-save with a current PyTorch)")
-    with zipfile.ZipFile(path) as archive:
-        pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pkl) != 1:
-            raise ModelFormatError(f"{path}: expected one <name>/data.pkl in the archive, found {len(pkl)}")
-        prefix = pkl[0].rsplit("/", 1)[0]
-        try:
-            byteorder = archive.read(f"{prefix}/byteorder").decode().strip()
-        except KeyError:
-            byteorder = "little"     # files from PyTorch < 2.1 have no record; they were little-endian
-        with archive.open(pkl[0]) as fh:
-            try:
-                return _RestrictedUnpickler(fh, archive, prefix, byteorder).load()
-            except (UnsafePickleError, ModelFormatError):
-                raise
-            except Exception as exc:    # malformed pickle stream: report, never crash the caller
-                raise ModelFormatError(f"{path}: cannot read the pickle ({type(exc).__name__}: {exc})") from None
+    """The object stored by torch.save (typically a dict), tensors as NumPy arrays.
+
+    Whole pickled modules and TorchScript modules come back as inert stand-ins
+    (see module_tree.read_module_tree for their tree); nothing from the file is ever called.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(40)
+    if is_zip(path):
+        obj, _kind, archive, _prefix = read_archive(path)
+        archive.close()
+        return obj
+    if is_legacy(head):
+        with open(path, "rb") as fh:
+            return read_legacy(fh.read())
+    raise ModelFormatError(f"{path} is neither a zip-format nor a legacy torch.save file; re-save it with "
+                           f"torch.save(model.state_dict(), path)")
