@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-c", help="generate portable C99 for a microcontroller (float32 or int8 weights)",
                        description="Write NAME.h and NAME.c: the weights as const arrays and a step function "
-                                   "with its state struct; no heap, no libm. Reports flash and RAM bytes.")
+                                   "with its state struct; no heap, and no libm for plain LSTM/GRU models (ELU, GELU, "
+                                   "softmax and norms use expf/erff/logf/sqrtf). Reports flash and RAM bytes.")
     p.add_argument("model", help="model file (.elstm, .pt/.pth, .safetensors, .npz)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the generated files")
     p.add_argument("--name", default="model", help="C prefix and file name (default: model)")

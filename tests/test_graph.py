@@ -92,13 +92,10 @@ def test_layers_refuse_what_cannot_stream_or_does_not_fit():
 
 
 @pytest.mark.parametrize("name", ["mlp_head", "peephole", "two_heads", "causal_conv"])
-def test_cuda_and_export_c_name_the_layer_they_lack(tmp_path, name):
-    from edgelstm.export.c_source import export
+def test_cuda_names_the_layer_it_lacks_and_auto_keeps_the_cpu(name):
     model = edgelstm.Model(graph_specs(np.random.default_rng(7))[name])
     lacks = model.spec.beyond_classic()
     assert lacks
     with pytest.raises(BackendError, match=f"CUDA kernel lacks {re.escape(lacks)}.*backend='cpu'"):
         model.bank(4, backend="cuda")
     assert type(model.bank(4, backend="auto")).__name__ == "StreamBank"
-    with pytest.raises(ModelFormatError, match="export-c does not generate C for"):
-        export(model.spec, tmp_path)

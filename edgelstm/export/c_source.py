@@ -1,8 +1,12 @@
 """`edgelstm export-c`: the model as portable C99 for a microcontroller.
 
 Writes <name>.h (sizes, the state struct, reset/step) and <name>.c (weights as const arrays and
-the step function), from the templates beside this module. float32 weights, or int8 with a
-float32 scale per row (model/quantize.py; the state stays float32). No heap, no VLAs.
+the step function), from the templates beside this module: the whole layer graph (pre layers,
+the LSTM/GRU stack, post layers, named heads), one static function per layer kind the model
+uses (templates/layers.c.in) and a straight-line step that calls them (planned by c_layers.py).
+float32 weights, or int8 with a float32 scale per row for every Linear, convolution and
+recurrent matrix (model/quantize.py; norms, biases, peepholes, activations and the state stay
+float32). No heap, no VLAs; libm only for the layers that need it (expf, erff, logf, sqrtf).
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import ModelFormatError
+from ..model.layers import describe as describe_layer
 from ..model.quantize import quantize_matrix
 from ..model.spec import ModelSpec
+from .c_layers import TEMPLATES, Program, comment, float_literal, u16
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 PER_LINE = 8
 
 
@@ -40,13 +44,14 @@ class _Arrays:
 
     def floats(self, name: str, a: np.ndarray) -> str:
         values = np.asarray(a, np.float32).ravel()
-        self._emit("float", name, [_float_literal(v) for v in values])
+        self._emit("float", name, [float_literal(v) for v in values])
         self.bytes += 4 * values.size
         return name
 
     def matrix(self, name: str, w: np.ndarray) -> str:
         """A matrix initialiser {w, scale, cols} for the template's `matrix` struct."""
         rows, cols = w.shape
+        u16(cols, f"the width of {name}")
         if not self.int8:
             return f"{{{self.floats(name, w)}, NULL, {cols}}}"
         m = quantize_matrix(w)
@@ -65,53 +70,24 @@ def render(spec: ModelSpec, name: str = "model", int8: bool = False,
     """The generated files as {filename: text}, and the footprint they imply."""
     if not name.isidentifier() or not name.isascii():
         raise ValueError(f"name {name!r} must be a C identifier (letters, digits, _)")
-    parts = spec.classic_parts()
-    if parts is None:
-        raise ModelFormatError(f"export-c does not generate C for {spec.beyond_classic()} yet; the Python "
-                               f"engine runs this model (edgelstm run / edgelstm.load)")
-    in_norm, linear, out_norm = parts
     arrays = _Arrays(int8)
-    table, offset = [], 0
-    for k, layer in enumerate(spec.layers):
-        p = f"L{k}"
-        w_hr = arrays.matrix(f"{p}_W_HR", layer.w_hr) if layer.w_hr is not None else "{NULL, NULL, 0}"
-        h_size, c_size = layer.state_sizes
-        table.append(
-            f"    {{{int(layer.kind == 'lstm')}, {layer.hidden_size}, {layer.output_size}, "
-            f"{arrays.matrix(f'{p}_W_IH', layer.w_ih)}, {arrays.matrix(f'{p}_W_HH', layer.w_hh)}, {w_hr}, "
-            f"{arrays.floats(f'{p}_B_IH', layer.b_ih)}, {arrays.floats(f'{p}_B_HH', layer.b_hh)}, "
-            f"{offset}, {offset + h_size}}},")
-        offset += h_size + c_size
-
-    head = ""
-    output = "        y[i] = in[i];"
-    if linear is not None:
-        head = (f"\nstatic const matrix HEAD = {arrays.matrix('HEAD_W', linear.weight)};\n"
-                f"static const float *const HEAD_BIAS = {arrays.floats('HEAD_B', linear.bias)};\n")
-        output = "        y[i] = HEAD_BIAS[i] + row_dot(&HEAD, i, in);"
-    input_norm = "        scratch_in[i] = x[i];"
-    if in_norm is not None:
-        arrays.floats("IN_MEAN", in_norm.offset)
-        arrays.floats("IN_SCALE", in_norm.scale)
-        input_norm = "        scratch_in[i] = (x[i] - IN_MEAN[i]) * IN_SCALE[i];"
-    if out_norm is not None:
-        arrays.floats("OUT_MEAN", out_norm.shift)
-        arrays.floats("OUT_STD", out_norm.scale)
-        output += "\n        y[i] = y[i] * OUT_STD[i] + OUT_MEAN[i];"
-
-    scratch_in, scratch_h = spec.input_size, max(layer.hidden_size for layer in spec.layers)
-    footprint = Footprint(arrays.bytes, 4 * spec.state_size, 4 * (scratch_in + scratch_h))
+    program = Program(spec, arrays)
+    footprint = Footprint(arrays.bytes, 4 * spec.state_size, 4 * program.scratch_floats)
+    libm = program.libm()
     fields = {
         "@PU@": name.upper(), "@P@": name, "@VERSION@": __version__, "@HASH@": spec.content_hash(),
-        "@DESCRIPTION@": description or _describe(spec), "@INT8@": str(int(int8)),
+        "@DESCRIPTION@": comment(description or _describe(spec)), "@INT8@": str(int(int8)),
         "@WEIGHTS@": "int8 with a float32 scale per row" if int8 else "float32",
+        "@LIBM@": f"libm: {', '.join(libm)} (link with -lm)" if libm else "no libm calls",
         "@FLASH@": f"{footprint.flash_bytes}", "@STATE_BYTES@": f"{footprint.state_bytes}",
         "@SCRATCH_BYTES@": f"{footprint.scratch_bytes}", "@INPUT_SIZE@": str(spec.input_size),
         "@OUTPUT_SIZE@": str(spec.output_size), "@STATE_SIZE@": str(spec.state_size),
+        "@STATE_LAYOUT@": ", then ".join(program.layout), "@HEAD_MACROS@": _head_macros(spec, name.upper()),
         "@N_LAYERS@": str(len(spec.layers)), "@WEIGHT_ARRAYS@": "\n".join(arrays.chunks),
-        "@LAYER_TABLE@": "\n".join(table), "@HEAD@": head,
-        "@SCRATCH_IN@": str(scratch_in), "@SCRATCH_H@": str(scratch_h),
-        "@INPUT_NORM@": input_norm, "@OUTPUT@": output,
+        "@LAYER_TABLE@": "\n".join(program.table),
+        "@LAYER_CONSTS@": "".join(line + "\n" for line in program.consts),
+        "@SCRATCH_H@": str(program.scratch_h), "@SCRATCH@": program.scratch(),
+        "@FUNCTIONS@": "\n" + program.functions() + "\n", "@STEP@": "\n".join(program.calls),
     }
     files = {}
     for template, out in (("model.h.in", f"{name}.h"), ("model.c.in", f"{name}.c")):
@@ -122,18 +98,23 @@ def render(spec: ModelSpec, name: str = "model", int8: bool = False,
     return files, footprint
 
 
-def _float_literal(v) -> str:
-    """A C float literal that reads back as exactly this float32 (9 significant digits)."""
-    text = f"{float(v):.9g}"
-    return text + ("f" if any(ch in text for ch in ".e") else ".0f")
+def _head_macros(spec: ModelSpec, prefix: str) -> str:
+    """Where each named head's values are in y (only while the names stay distinct in capitals)."""
+    names = [h.name.upper() for h in spec.heads]
+    if not names or len(set(names)) != len(names):
+        return ""
+    return "".join(f"#define {prefix}_{n}_AT {start}      /* y[{start}..{start + size}): head {name} */\n"
+                   f"#define {prefix}_{n}_SIZE {size}\n"
+                   for n, (name, start, size) in zip(names, spec.outputs))
 
 
 def _describe(spec: ModelSpec) -> str:
-    parts = [f"{layer.kind.upper()} {layer.input_size}->{layer.hidden_size}"
-             + (f" (proj {layer.proj_size})" if layer.proj_size else "") for layer in spec.layers]
-    linear = (spec.classic_parts() or (None, None, None))[1]
-    if linear is not None:
-        parts.append(f"Linear {linear.in_size}->{linear.out_size}")
+    parts = [describe_layer(x) for x in spec.pre]
+    parts += [f"{layer.kind.upper()} {layer.input_size}->{layer.hidden_size}"
+              + (f" (proj {layer.proj_size})" if layer.proj_size else "")
+              + (" (peephole)" if layer.w_peep is not None else "") for layer in spec.layers]
+    parts += [describe_layer(x) for x in spec.post]
+    parts += [f"head {h.name}: {' > '.join(describe_layer(x) for x in h.layers) or 'trunk'}" for h in spec.heads]
     return ", ".join(parts)
 
 

@@ -1,7 +1,8 @@
 """int8 weights with a float32 scale per row, for boards with small flash.
 
-Every weight matrix W (rows = outputs) becomes q (int8, -127..127) and s (float32 per row) with
-W ~= s[:, None] * q; biases, normalisation and the recurrent state stay float32. The generated
+Every weight matrix W (rows = outputs: recurrent, Linear, and a causal convolution's weight with
+its taps flattened per output channel) becomes q (int8, -127..127) and s (float32 per row) with
+W ~= s[:, None] * q; biases, peepholes, normalisation and the state stay float32. The generated
 C code (export-c --int8) computes s[r] * sum_j q[r, j] * v[j]; `dequantized_spec` is the same
 model for the Python engine, so the daemon and the board can run identical numbers.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .layers import Linear
+from .layers import AttentionPool, CausalConv1d, Linear
 from .spec import ModelSpec
 
 QMAX = 127      # symmetric: -128 is never used, so negation cannot overflow
@@ -37,23 +38,32 @@ def quantize_matrix(w: np.ndarray) -> Int8Matrix:
 
 
 def quantized_matrices(spec: ModelSpec) -> dict[str, Int8Matrix]:
-    """Each weight matrix of the spec, quantised, under spec.named_arrays() names."""
-    return {name: quantize_matrix(a) for name, a in spec.named_arrays().items()
-            if a.ndim == 2}
+    """Each weight matrix of the spec, quantised, under spec.named_arrays() names: the recurrent
+    w_ih, w_hh and w_hr, every Linear's weight (attention scores included) and every causal
+    convolution's, one row per output channel (its (C_in, K) taps flattened). Peephole weights
+    are per-cell vectors, like biases, and stay float32."""
+    return {name: quantize_matrix(a.reshape(a.shape[0], -1)) for name, a in spec.named_arrays().items()
+            if a.ndim >= 2 and not name.endswith(".w_peep")}
+
+
+def _dequantized(a: np.ndarray) -> np.ndarray:
+    return quantize_matrix(a.reshape(a.shape[0], -1)).dequantized().reshape(a.shape)
+
+
+def _dequantized_layer(layer):
+    if isinstance(layer, (Linear, CausalConv1d)):
+        return replace(layer, weight=_dequantized(layer.weight))
+    if isinstance(layer, AttentionPool):
+        return replace(layer, score=tuple(_dequantized_layer(s) for s in layer.score))
+    return layer
 
 
 def dequantized_spec(spec: ModelSpec) -> ModelSpec:
     """The model as an int8 board computes it: every weight matrix replaced by s * q."""
-    mats = quantized_matrices(spec)
-    layers = []
-    for k, layer in enumerate(spec.layers):
-        d = {name: mats[f"layers.{k}.{name}"].dequantized() for name in ("w_ih", "w_hh", "w_hr")
-             if f"layers.{k}.{name}" in mats}
-        layers.append(replace(layer, **d))
-    chains = {}
-    for prefix, chain in spec.chains():
-        chains[prefix] = tuple(replace(x, weight=mats[f"{prefix}{k}.weight"].dequantized())
-                               if isinstance(x, Linear) else x for k, x in enumerate(chain))
-    heads = tuple(replace(h, layers=chains[f"heads.{h.name}."]) for h in spec.heads)
-    return replace(spec, layers=tuple(layers), pre=chains["pre."], post=chains["post."], heads=heads,
+    layers = tuple(replace(layer, **{name: _dequantized(getattr(layer, name)) for name in ("w_ih", "w_hh", "w_hr")
+                                     if getattr(layer, name) is not None})
+                   for layer in spec.layers)
+    pre, post = (tuple(_dequantized_layer(x) for x in chain) for chain in (spec.pre, spec.post))
+    heads = tuple(replace(h, layers=tuple(_dequantized_layer(x) for x in h.layers)) for h in spec.heads)
+    return replace(spec, layers=layers, pre=pre, post=post, heads=heads,
                    source={**spec.source, "quantized": "int8 per-row"})

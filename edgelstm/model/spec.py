@@ -133,7 +133,7 @@ class ModelSpec:
 
     def classic_parts(self) -> tuple[Affine | None, Linear | None, Affine | None] | None:
         """(input normalisation, Linear, output de-normalisation), each optional, when the graph
-        is just those around plain LSTM/GRU layers (what the CUDA kernel and export-c run), else None."""
+        is just those around plain LSTM/GRU layers (what the CUDA kernel runs), else None."""
         if self.beyond_classic() is not None:
             return None
         pre, post = list(self.pre), list(self.post)
