@@ -189,6 +189,9 @@ def _function_name(target) -> str:
 class _Tracer(_Mapper):
     """Walks the fx graph node by node."""
 
+    def run_placeholder(self) -> _Value:
+        return _Value((), self.input_size)
+
     def run(self, graph) -> list[_Value]:
         env: dict = {}
         outputs = None

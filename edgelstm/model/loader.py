@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from . import deploy
+from .module_graph import load_torchscript, with_proposal
 from .module_tree import modules_as_state_dicts, read_module_tree
 from .safetensors_file import read_safetensors
 from .state_dict import spec_from_state_dict
@@ -62,8 +63,15 @@ def load_spec(path, **options):
     fmt = sniff(path)
     if fmt == "elstm":
         return deploy.load(path)
+    if fmt == "torchscript":                 # forward() is in the archive, as text
+        return load_torchscript(path, **options)
     source = {"file": os.path.basename(path), "format": fmt}
-    return spec_from_state_dict(read_arrays(path, fmt), source=source, **options)
+    try:
+        return spec_from_state_dict(read_arrays(path, fmt), source=source, **options)
+    except ModelFormatError as exc:
+        if fmt in ("torch", "torch-legacy") and options.get("arch") is None:
+            raise with_proposal(path, exc) from None     # a whole pickled module: propose its arch
+        raise
 
 
 def load(path, **options):
