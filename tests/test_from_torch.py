@@ -9,7 +9,7 @@ from edgelstm.errors import ModelFormatError
 
 pytestmark = pytest.mark.torch
 
-TRACEABLE = [n for n in zoo_names.ZOO_NAMES if not n.startswith(("attention_pool", "lstmcell"))]
+TRACEABLE = [n for n in zoo_names.ZOO_NAMES if not n.startswith(("attention_pool", "lstmcell", "grucell"))]
 
 
 @pytest.mark.parametrize("name", TRACEABLE)
@@ -67,7 +67,8 @@ def test_what_cannot_stream_is_refused_with_the_node_and_the_reason():
          "padding 1 on the right.*future inputs"),
         (_module(lambda s, x: torch.softmax(s.rnn(x)[0], dim=1), rnn=nn.GRU(4, 8, batch_first=True)),
          "softmax over dimension 1"),
-        (_module(lambda s, x: s.rnn(x)[0], rnn=nn.GRU(4, 8)), "batch_first=False"),
+        (_module(lambda s, x: s.rnn(s.conv(x.transpose(1, 2)).transpose(1, 2))[0], conv=nn.Conv1d(4, 4, 1),
+                 rnn=nn.GRU(4, 8)), "batch-first and time-first tensors mixed"),
         (_module(lambda s, x: s.rnn(x)[0].mean(1), rnn=nn.GRU(4, 8, batch_first=True)), "'mean'"),
         (_module(lambda s, x: s.rnn(x)[0][:, :, :3], rnn=nn.GRU(4, 8, batch_first=True)), "selects features"),
     ]
@@ -167,3 +168,22 @@ def test_verify_against_the_module_passes_and_a_wrong_model_fails(tmp_path):
     assert cli("convert", "w.pt", "-o", "guessed.elstm").returncode == 0
     out = cli("verify", "guessed.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
     assert out.returncode == 1 and "OVER" in out.stdout
+
+
+def test_time_first_models_and_normalisation_in_forward():
+    """batch_first=False, (x - mean) / std with buffers, and out[-1]: what older tutorials write."""
+    import torch
+    from torch import nn
+    torch.manual_seed(3)
+    net = _module(lambda s, x: torch.sigmoid(s.fc(s.rnn((x - s.mean) / s.std)[0][-1])),
+                  rnn=nn.LSTM(3, 9, num_layers=2), fc=nn.Linear(9, 1))
+    net.register_buffer("mean", torch.tensor([0.5, -1.0, 2.0]))
+    net.register_buffer("std", torch.tensor([2.0, 0.5, 1.5]))
+    spec = edgelstm.from_torch(net, torch.zeros(16, 1, 3))
+    assert [type(x).__name__ for x in spec.pre] == ["Affine", "Affine"]
+    xs = np.random.default_rng(8).normal(size=(40, 3)).astype(np.float32)
+    streamed = edgelstm.Model(spec).stream().step_many(xs)
+    for t in (1, 40):
+        with torch.no_grad():
+            want = net(torch.from_numpy(xs[:t])[:, None])[0].numpy()
+        np.testing.assert_allclose(streamed[t - 1], want, atol=1e-5, rtol=0)

@@ -146,6 +146,75 @@ class CellStack(nn.Module):
         return torch.stack(ys, 1)
 
 
+class ThreeHeads(nn.Module):
+    """One GRU trunk with a shared ReLU layer and three heads (class, level, anomaly score)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(5, 20, num_layers=2, batch_first=True)
+        self.shared = nn.Linear(20, 16)
+        self.cls = nn.Linear(16, 3)
+        self.level = nn.Linear(16, 1)
+        self.anomaly = nn.Linear(16, 1)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        z = F.relu(self.shared(out))
+        return torch.cat([F.log_softmax(self.cls(z), -1), self.level(z), torch.sigmoid(self.anomaly(z))], -1)
+
+
+class ConvNormStack(nn.Module):
+    """Causal conv (kernel 5) > BatchNorm1d > SiLU > 2-layer LSTM with projection > LayerNorm > Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, kernel_size=5)
+        self.bn = nn.BatchNorm1d(8)
+        self.lstm = nn.LSTM(8, 24, num_layers=2, proj_size=10, batch_first=True)
+        self.norm = nn.LayerNorm(10)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):
+        v = self.conv(F.pad(x.transpose(1, 2), (4, 0)))
+        v = F.silu(self.bn(v)).transpose(1, 2)
+        out, _ = self.lstm(v)
+        return self.fc(self.norm(out))
+
+
+class Deep(nn.Module):
+    """Three stacked layers without biases, an input ELU projection and a GELU MLP head."""
+
+    def __init__(self, kind="lstm"):
+        super().__init__()
+        self.inp = nn.Linear(4, 12)
+        self.rnn = _recurrent(kind, 12, 12, num_layers=3, bias=False)
+        self.head = nn.Sequential(nn.Linear(12, 12), nn.GELU(), nn.Dropout(0.1), nn.Linear(12, 1))
+
+    def forward(self, x):
+        out, _ = self.rnn(F.elu(self.inp(x)))
+        return self.head(out)
+
+
+class GruCellStack(nn.Module):
+    """GRUCells in a ModuleList with a Tanh > Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells = nn.ModuleList([nn.GRUCell(4, 10), nn.GRUCell(10, 8)])
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        state = [None, None]
+        ys = []
+        for t in range(x.shape[1]):
+            v = x[:, t]
+            for k, cell in enumerate(self.cells):
+                state[k] = cell(v, state[k])
+                v = state[k]
+            ys.append(self.fc(torch.tanh(v)))
+        return torch.stack(ys, 1)
+
+
 # name: (constructor, arch text for its state_dict)
 ZOO = {
     "lstm_mlp_head": (lambda: MlpHead(), "lstm > linear(head.0) > relu > dropout > linear(head.3)"),
@@ -175,6 +244,27 @@ ZOO = {
     "causal_conv_dilated_gru": (lambda: CausalConvInput(dilation=2, kind="gru"),
                                 "conv(conv, dilation=2) > relu > gru > linear(fc)"),
     "lstmcell_stack_gelu_head": (CellStack, "lstm > linear(head.0) > gelu > linear(head.2)"),
+    "grucell_stack_tanh_head": (GruCellStack, "gru > tanh > linear(fc)"),
+    "three_heads_gru": (ThreeHeads, "gru > linear(shared) > relu > {cls: linear(cls) > log_softmax, "
+                                    "level: linear(level), anomaly: linear(anomaly) > sigmoid}"),
+    "conv_bn_silu_lstm_proj_layernorm": (ConvNormStack, "conv(conv) > batchnorm(bn) > silu > lstm > layernorm(norm) > "
+                                                        "linear(fc)"),
+    "deep_lstm_nobias_elu_gelu": (lambda: Deep("lstm"), "linear(inp) > elu > lstm > linear(head.0) > gelu > "
+                                                        "linear(head.3)"),
+    "deep_gru_nobias_elu_gelu": (lambda: Deep("gru"), "linear(inp) > elu > gru > linear(head.0) > gelu > "
+                                                      "linear(head.3)"),
+    "gru_layernorm_after": (lambda: NormAfter("gru"), "gru > layernorm(ln) > linear(fc)"),
+    "lstm_mlp_head_tanh_softmax": (lambda: MlpHead(act=nn.Tanh, final=lambda y: torch.softmax(y, -1), hidden=32),
+                                   "lstm > linear(head.0) > tanh > linear(head.3) > softmax"),
+    "gru2_proj_free_silu_head": (lambda: MlpHead("gru", num_layers=2, act=nn.SiLU),
+                                 "gru > linear(head.0) > silu > linear(head.3)"),
+    "lstm_batchnorm_relu_input": (lambda: InputLayers("batch", act=torch.relu),
+                                  "batchnorm(norm) > linear(embed) > relu > lstm > linear(out)"),
+    "gru_layernorm_input": (lambda: InputLayers("layer", kind="gru"), "layernorm(norm) > linear(embed) > gru > "
+                                                                       "linear(out)"),
+    "causal_conv_gru_k3": (lambda: CausalConvInput(kind="gru"), "conv(conv) > relu > gru > linear(fc)"),
+    "attention_pool_mlp_lstm": (lambda: AttentionPooling("lstm", mlp_score=True),
+                                "lstm > attention(attn.0, tanh, attn.2) > linear(fc)"),
 }
 
 

@@ -77,6 +77,12 @@ class _Mapper:
     def __init__(self, views: dict, input_size: int):
         self.modules = views          # dotted path -> view
         self.input_size = input_size
+        self.time_axis: int | None = None   # 1: (batch, time, features); 0: (time, batch, features)
+
+    def set_time_axis(self, node, axis: int) -> None:
+        if self.time_axis is not None and self.time_axis != axis:
+            _fail(node, "batch-first and time-first tensors mixed in one forward()")
+        self.time_axis = axis
 
     def value(self, env, arg):
         if isinstance(arg, (list, tuple)):
@@ -142,8 +148,10 @@ class _Mapper:
         v = self.seq(env, node, node.args[0])
         if len(node.args) > 1 or node.kwargs:
             _fail(node, "an initial state passed to the RNN: a stream starts from zero state")
-        if mod.a("batch_first") is False:
-            _fail(node, "batch_first=False: edgelstm traces (batch, time, features) inputs; use batch_first=True")
+        batch_first = mod.a("batch_first")
+        if batch_first is None:
+            _fail(node, "the RNN's batch_first is not recorded")
+        self.set_time_axis(node, 1 if batch_first else 0)
         if v.channels_first:
             _fail(node, "the RNN receives (batch, features, time); transpose back first")
         sub = spec_from_state_dict(mod.state_dict(), head=False)
@@ -178,6 +186,7 @@ def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+_ARITHMETIC = {"sub": "sub", "add": "add", "mul": "mul", "truediv": "div", "div": "div"}
 _FUNCTIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "gelu": "gelu", "silu": "silu", "elu": "elu",
               "leaky_relu": "leaky_relu", "softmax": "softmax", "log_softmax": "log_softmax", "relu_": "relu"}
 
@@ -200,8 +209,12 @@ class _Tracer(_Mapper):
                 if env:
                     _fail(node, "forward() takes more than one input")
                 env[node] = _Value((), self.input_size)
-            elif node.op == "get_attr":
-                _fail(node, "a tensor attribute used in forward()")
+            elif node.op == "get_attr":                 # a buffer such as input_mean: a constant
+                owner, _, attr = str(node.target).rpartition(".")
+                value = self.modules[owner].p(attr) if owner in self.modules else None
+                if value is None:
+                    _fail(node, "an attribute that is not a tensor of the module")
+                env[node] = value
             elif node.op == "call_module":
                 env[node] = self.call_module(env, node)
             elif node.op in ("call_function", "call_method"):
@@ -225,6 +238,8 @@ class _Tracer(_Mapper):
             return self.getitem(node, *args)
         if name in _SHAPE_NO_OPS or name == "dropout":
             return args[0]
+        if name in _ARITHMETIC:
+            return self.arithmetic(node, _ARITHMETIC[name], args)
         if name in ("squeeze", "unsqueeze", "view", "reshape", "flatten"):
             return self.reshape(node, args[0])
         if name in ("transpose", "permute"):
@@ -240,6 +255,20 @@ class _Tracer(_Mapper):
         if name in _FUNCTIONS:
             return self.activation(env, node, _FUNCTIONS[name])
         _fail(node, f"the operation {name!r} is not one edgelstm streams")
+
+    def arithmetic(self, node, op: str, args):
+        """x - c, x / c, x * c, x + c with a constant c (a number or a (F,) buffer): an Affine."""
+        if len(args) != 2 or not isinstance(args[0], _Value) or args[0].what != "seq":
+            _fail(node, f"{op} of something other than a feature stream and a constant")
+        v, c = args
+        c = np.asarray(c, dtype=np.float64)
+        if c.ndim > 1 or (c.ndim == 1 and c.shape != (v.size,)) or v.channels_first:
+            _fail(node, f"{op} with a constant of shape {c.shape}: only a number or one value per feature streams")
+        if op == "div" and not np.all(c != 0):
+            _fail(node, "division by zero")
+        offset, scale, shift = {"sub": (c, 1.0, 0.0), "add": (0.0, 1.0, c), "mul": (0.0, c, 0.0),
+                                "div": (0.0, 1.0 / c if op == "div" else 1.0, 0.0)}[op]
+        return self.extend(v, Affine(np.broadcast_to(offset, (v.size,)), scale, shift, f"{op} in forward()"))
 
     def param(self, node, arg):
         if arg is None:
@@ -289,7 +318,9 @@ class _Tracer(_Mapper):
             _fail(node, "indexing a (batch, channels, time) tensor")
         index = index if isinstance(index, tuple) else (index,)
         full = slice(None)
-        if index in ((full, -1), (full, -1, full), (full, -1, Ellipsis)) and not v.last:
+        last = ((full, -1), (full, -1, full), (full, -1, Ellipsis)) if self.time_axis != 0 else \
+            ((-1,), (-1, full), (-1, full, full), (-1, Ellipsis))
+        if index in last and not v.last:
             return _Value(v.chain, v.size, name=v.name, last=True)     # out[:, -1]: each step, streamed
         if index in ((full,), (full, full), (Ellipsis,), (full, full, full)):
             return v
@@ -301,6 +332,7 @@ class _Tracer(_Mapper):
         _fail(node, "reshaping something that is not a feature stream")
 
     def transpose(self, node, v, dims):
+        self.set_time_axis(node, 1)        # (batch, time, features) <-> (batch, features, time)
         dims = tuple(d for d in dims if isinstance(d, int))
         if not isinstance(v, _Value) or v.what not in ("seq",) or sorted(dims[-2:]) not in ([1, 2], [-2, -1]):
             if not (isinstance(v, _Value) and dims in ((0, 2, 1),)):
@@ -365,15 +397,16 @@ def from_torch(module, example_input, *, steps: int = 64, atol: float = 1e-5, pa
         raise ModelFormatError(f"from_torch: torch.fx cannot trace {type(module).__name__}.forward ({exc}). "
                                f"Describe the model with arch= instead, or export ONNX") from None
     views = {path: TorchView(m) for path, m in module.named_modules()}
-    spec = _assemble(_Tracer(views, n_in).run(graph), {"format": "torch.fx", "module": type(module).__name__})
-    _check(module, spec, n_in, steps, atol)
+    tracer = _Tracer(views, n_in)
+    spec = _assemble(tracer.run(graph), {"format": "torch.fx", "module": type(module).__name__})
+    _check(module, spec, n_in, steps, atol, time_first=tracer.time_axis == 0)
     if path is not None:
         from . import deploy
         deploy.save(spec, path)
     return spec
 
 
-def _check(module, spec: ModelSpec, n_in: int, steps: int, atol: float) -> None:
+def _check(module, spec: ModelSpec, n_in: int, steps: int, atol: float, time_first: bool = False) -> None:
     """Stream random sequences and compare with the module, at every step it outputs."""
     import torch
 
@@ -384,9 +417,11 @@ def _check(module, spec: ModelSpec, n_in: int, steps: int, atol: float) -> None:
     for length in (steps, max(1, steps // 3)):
         xs = rng.normal(0, 1, (length, n_in)).astype(np.float32)
         with torch.no_grad():
-            out = module(torch.from_numpy(xs)[None])
+            x = torch.from_numpy(xs)
+            out = module(x[:, None] if time_first else x[None])
         parts = out if isinstance(out, (tuple, list)) else (out,)
-        expected = torch.cat([p.reshape(1, -1, p.shape[-1]) if p.dim() == 3 else p.reshape(1, 1, -1)
+        expected = torch.cat([(p.transpose(0, 1) if time_first else p).reshape(1, -1, p.shape[-1]) if p.dim() == 3
+                              else p.reshape(1, 1, -1)
                               for p in parts], -1)[0].double().numpy()
         streamed = model.stream().step_many(xs)
         got = streamed if expected.shape[0] == length else streamed[-1:]

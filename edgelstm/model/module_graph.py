@@ -72,6 +72,11 @@ class _ModuleRef:
     path: str
 
 
+@dataclass(frozen=True)
+class _Functional:
+    name: str                   # a compiled torch.nn.functional function, e.g. 'log_softmax'
+
+
 class _Code:
     """The classes of a TorchScript archive's code/, parsed (not executed)."""
 
@@ -193,6 +198,8 @@ class _Interpreter:
             return -e.operand.value
         if isinstance(e, (ast.Tuple, ast.List)):
             return [self.expr(x, local) for x in e.elts]
+        if isinstance(e, ast.Attribute) and ast.unparse(e.value) == "__torch__.torch.nn.functional":
+            return _Functional(e.attr)                  # F.x bound to a name, called later
         if isinstance(e, ast.Attribute):
             base = self.expr(e.value, local)
             if isinstance(base, _ModuleRef):
@@ -202,6 +209,10 @@ class _Interpreter:
                 owner = self.nodes.get(base.path)
                 if owner is not None and e.attr in owner.attributes:     # an int or float the module holds
                     return owner.attributes[e.attr]
+                if owner is not None and e.attr in owner.buffers:        # a constant such as input_mean
+                    return owner.buffers[e.attr].astype("float64")
+            if isinstance(base, _Functional):
+                return base
             self.fail(f"the attribute {ast.unparse(e)!r}")
         if isinstance(e, ast.Subscript):
             return self.node("call_function", operator.getitem, (self.expr(e.value, local),
@@ -222,8 +233,10 @@ class _Interpreter:
                 return self.run_module(ref.path, [a for a in args if a is not None])
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "torch":
             return self.torch_call(func.attr, args, kwargs)
-        if isinstance(func, ast.Attribute) and ast.unparse(func.value) == "__torch__.torch.nn.functional":
-            return self.functional(func.attr, args, kwargs)
+        target = self.expr(func, local) if isinstance(func, ast.Name) or ast.unparse(func).startswith("__torch__") \
+            else None
+        if isinstance(target, _Functional):
+            return self.functional(target.name, args, kwargs)
         self.fail(f"the call {ast.unparse(e)[:60]!r}")
 
     def functional(self, name: str, args: list, kwargs: dict):

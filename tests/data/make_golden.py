@@ -2,7 +2,7 @@
 sample at a time) for each architecture in tests/archs.py, and for each model of the zoo
 (tests/zoo.py: whole-sequence forward, with its arch text), so core tests run without torch.
 
-    .venv/bin/python tests/data/make_golden.py
+    .venv/bin/python tests/data/make_golden.py [--force]    (without --force: only missing files)
 """
 
 import sys
@@ -18,7 +18,7 @@ STEPS = 300
 
 if __name__ == "__main__":
     import torch
-    for name in ARCHS:
+    for name in ARCHS if "--force" in sys.argv else ():
         net = build(name)
         xs = np.random.default_rng(1).normal(0, 1, (STEPS, ARCHS[name]["input_size"])).astype(np.float32)
         ys = net.run(xs)
@@ -30,6 +30,8 @@ if __name__ == "__main__":
     from test_zoo import _input_size
     (HERE / "zoo").mkdir(exist_ok=True)
     for name, (_, arch) in zoo.ZOO.items():
+        if (HERE / "zoo" / f"zoo_{name}.npz").exists() and "--force" not in sys.argv:
+            continue                       # unchanged models keep their committed bytes
         net = zoo.build(name)
         xs = np.random.default_rng(3).normal(0, 1, (ZOO_STEPS, _input_size(net))).astype(np.float32)
         arrays = {f"w/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
