@@ -9,15 +9,22 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from . import deploy
+from .keras_file import is_keras_archive, read_keras
 from .module_graph import load_torchscript, with_proposal
 from .module_tree import modules_as_state_dicts, read_module_tree
+from .onnx_file import read_onnx
+from .onnx_proto import looks_like_onnx
+from .rtneural_json import is_rtneural_json, read_rtneural
 from .safetensors_file import read_safetensors
 from .state_dict import spec_from_state_dict
 from .torch_file import archive_layout, is_legacy, is_zip, read_torch_file
 
+GRAPH_READERS = {"keras": read_keras, "rtneural": read_rtneural, "onnx": read_onnx}
+
 
 def sniff(path) -> str:
-    """'elstm', 'torch', 'torchscript', 'torch-legacy', 'npz' or 'safetensors', from the file's content."""
+    """'elstm', 'torch', 'torchscript', 'torch-legacy', 'npz', 'keras', 'rtneural', 'onnx' or 'safetensors',
+    from the file's content."""
     with open(path, "rb") as fh:
         head = fh.read(40)
     if head[:8] == deploy.MAGIC:
@@ -33,12 +40,18 @@ def sniff(path) -> str:
             return "torchscript" if layout[1] else "torch"
         if names and all(n.endswith(".npy") for n in names):
             return "npz"
+        if is_keras_archive(names):
+            return "keras"
     if is_legacy(head):
         return "torch-legacy"
+    if looks_like_onnx(head) or str(path).lower().endswith(".onnx"):
+        return "onnx"
+    if is_rtneural_json(path, head):
+        return "rtneural"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     raise ModelFormatError(f"{path}: unknown model format; expected a .pt/.pth (torch.save or torch.jit.save), "
-                           f".safetensors, .npz or .elstm file")
+                           f".safetensors, .npz, .keras, RTNeural .json, .onnx or .elstm file")
 
 
 def read_arrays(path, fmt: str):
@@ -63,6 +76,8 @@ def load_spec(path, **options):
     fmt = sniff(path)
     if fmt == "elstm":
         return deploy.load(path)
+    if fmt in GRAPH_READERS:                 # files that hold their whole graph (Keras, RTNeural)
+        return GRAPH_READERS[fmt](path, **options)
     if fmt == "torchscript":                 # forward() is in the archive, as text
         return load_torchscript(path, **options)
     source = {"file": os.path.basename(path), "format": fmt}
@@ -77,7 +92,7 @@ def load_spec(path, **options):
 def load(path, **options):
     """Load a model for streaming.
 
-    path: .pt/.pth (state_dict or checkpoint), .safetensors, .npz or .elstm.
+    path: .pt/.pth (state_dict or checkpoint), .safetensors, .npz, .keras, RTNeural .json, .onnx or .elstm.
     options (not for .elstm): rnn=PREFIX or [PREFIX, ...], head=PREFIX | False,
       input_norm=(mean, std), output_norm=(mean, std), allow_unused=True.
     """
