@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/profile_step.py
 
 Measures, inside compiled code (no Python per step):
-  full step        cpu.step_sequence, per step
-  matvec only      the same matrix-vector products (_matvec over every layer's weights)
+  full step        cpu.step over a sequence, per step
+  matvec only      the same matrix-vector products (matvec over every layer's weights)
   weight streaming a plain vectorised sum over the packed weights: the time just to read
                    them once from cache, the floor for any single-stream step
 and the Python-side cost of Stream.step on top. Writes benchmarks/results/profile_step.json.
@@ -24,7 +24,6 @@ pin_one_thread()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import edgelstm
 from edgelstm._numba import kernel
-from edgelstm.kernels import cpu
 from edgelstm.kernels.layout import (
     HEAD_B,
     HEAD_IN,
@@ -43,6 +42,7 @@ from edgelstm.kernels.layout import (
     W_Y,
     WORK_WIDTH,
 )
+from edgelstm.kernels.matvec import BIAS, matvec
 from edgelstm.model.layers import Linear
 from edgelstm.model.spec import ModelSpec, RecurrentLayer
 
@@ -57,10 +57,10 @@ def matvecs_only(params, meta, work, steps):
         for k in range(meta[N_LAYERS]):
             row = HEADER_LEN + LAYER_LEN * k
             hid = u(meta[row + L_HID])
-            cpu._matvec(params, u(meta[row + L_WIH]), u(4) * hid, u(meta[row + L_IN] + meta[row + L_OUT]),
-                        u(meta[row + L_BA]), True, wk, width, u(meta[W_CAT]), u(meta[W_GA]), 1)
-        cpu._matvec(params, u(meta[HEAD_W]), u(meta[N_OUT]), u(meta[HEAD_IN]), u(meta[HEAD_B]), True,
-                    wk, width, u(meta[W_CAT]), u(meta[W_Y]), 1)
+            matvec(params, u(meta[row + L_WIH]), u(4) * hid, u(meta[row + L_IN] + meta[row + L_OUT]),
+                   u(meta[row + L_BA]), BIAS, wk, width, u(meta[W_CAT]), u(meta[W_GA]), 1)
+        matvec(params, u(meta[HEAD_W]), u(meta[N_OUT]), u(meta[HEAD_IN]), u(meta[HEAD_B]), BIAS,
+               wk, width, u(meta[W_CAT]), u(meta[W_Y]), 1)
 
 
 @kernel

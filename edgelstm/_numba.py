@@ -41,9 +41,12 @@ def kernel(fn):
 
 
 def inline(fn):
-    """Compile a tiny scalar helper (a gate activation) that numba inlines into its callers,
-    so loops over it vectorise. Larger helpers use `kernel`: numba-level inlining copies their
-    IR into every caller and made a cold compile take 40 s instead of 17 s."""
+    """Compile a helper that numba copies into its caller instead of compiling it on its own:
+    every separately compiled function re-optimises and re-emits machine code for all it
+    calls, so a deep tree of small kernels compiles slowly. Only for helpers called from one
+    place (each call site gets a copy to type and lower) and for ones that take a kernel as
+    an argument; tiny scalar functions (gate_math) are cheaper as `kernel`, which LLVM
+    inlines anyway."""
     return numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always", error_model="numpy")(fn)
 
 

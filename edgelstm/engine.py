@@ -14,7 +14,7 @@ import numpy as np
 from ._numba import compiled_entry
 from .errors import InputError, NumericalError, StateError
 from .kernels import cpu
-from .kernels.layout import WORK_WIDTH, pack
+from .kernels.layout import WORK_WIDTH, pack, plain_graph
 from .model.spec import ModelSpec
 
 _F32 = np.dtype(np.float32)
@@ -51,21 +51,18 @@ class Model:
         self.former_hashes = tuple(h for h in (spec.source.get("content_sha256_v1"),) if isinstance(h, str))
         self.input_size, self.output_size = spec.input_size, spec.output_size
         self.state_size = spec.state_size
-        self._kernels = None
+        self._kernel = None
 
-    def kernels(self) -> tuple:
-        """(step_one, step_sequence, step_streams) entry points, compiled (or loaded from the
-        cache) on first use for this model's argument types."""
-        if self._kernels is None:
+    def kernel(self):
+        """The compiled entry point, kernels.cpu.step or step_graph (compiled, or loaded from
+        the cache, on first use). Streams and banks call it with the same argument types, so
+        there is one compile per entry point, shared by every model that uses it."""
+        if self._kernel is None:
+            entry = cpu.step if plain_graph(self.meta) else cpu.step_graph
             state, work, status = np.zeros((2, self.state_size), np.float32), self.new_work(), np.zeros(2, np.int8)
-            x1, y1 = np.zeros(self.input_size, np.float32), np.empty(self.output_size, np.float32)
-            X, Y = np.zeros((2, self.input_size), np.float32), np.empty((2, self.output_size), np.float32)
-            self._kernels = (
-                compiled_entry(cpu.step_one, self.params, self.meta, state, x1, y1, work, status),
-                compiled_entry(cpu.step_sequence, self.params, self.meta, state, X, Y, work, status),
-                compiled_entry(cpu.step_streams, self.params, self.meta, state, np.arange(2), X, Y, work, status),
-            )
-        return self._kernels
+            xs, ys = np.zeros(2 * self.input_size, np.float32), np.empty(2 * self.output_size, np.float32)
+            self._kernel = compiled_entry(entry, self.params, self.meta, state, np.arange(2), xs, ys, work, status)
+        return self._kernel
 
     def stream(self) -> Stream:
         """A new stream with zero state."""
@@ -83,7 +80,7 @@ class Model:
 
     def warmup(self) -> None:
         """Compile (or load from the cache) every kernel now instead of on the first reading."""
-        self.kernels()
+        self.kernel()
 
     @property
     def parameter_count(self) -> int:
@@ -134,7 +131,8 @@ class Stream:
         self._state = np.zeros((1, model.state_size), np.float32)  # (1, S)
         self._work = model.new_work()
         self._status = np.zeros(1, np.int8)
-        self._step_one, self._step_sequence, _ = model.kernels()
+        self._rows = np.zeros(1, np.int64)                         # its state row
+        self._step = model.kernel()
         self._in_shape, self._out_size = (model.input_size,), model.output_size
         self.steps = 0
 
@@ -152,7 +150,7 @@ class Stream:
             if not (type(out) is _NDARRAY and out.dtype is _F32 and out.shape == (self._out_size,)
                     and out.flags.c_contiguous and out.flags.writeable):
                 raise InputError(f"out must be a writable C-contiguous float32 array of shape ({self._out_size},)")
-        rc = self._step_one(self.model.params, self.model.meta, self._state, x, y, self._work, self._status)
+        rc = self._step(self.model.params, self.model.meta, self._state, self._rows, x, y, self._work, self._status)
         if rc:
             raise self._error(rc, 0)
         self.steps += 1
@@ -163,7 +161,8 @@ class Stream:
         All or nothing: if any reading is bad, nothing is applied."""
         X = self.model.check_input(X, np.shape(X)[0] if np.ndim(X) == 2 else -1)
         Y = np.empty((X.shape[0], self.model.output_size), np.float32)
-        rc = self._step_sequence(self.model.params, self.model.meta, self._state, X, Y, self._work, self._status)
+        rc = self._step(self.model.params, self.model.meta, self._state, self._rows, X.reshape(-1), Y.reshape(-1),
+                        self._work, self._status)
         if rc:
             raise self._error(rc, abs(rc) - 1)
         self.steps += X.shape[0]
@@ -218,7 +217,7 @@ class StreamBank:
         self._status = np.zeros(capacity, np.int8)
         self._rows: dict = {}                                               # id -> state row
         self._free = list(range(capacity - 1, -1, -1))
-        self._step_streams = model.kernels()[2]
+        self._step = model.kernel()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -258,8 +257,8 @@ class StreamBank:
         X = self.model.check_input(X, len(ids))
         rows = self.rows_for(ids)
         Y = np.empty((len(ids), self.model.output_size), np.float32)
-        rc = self._step_streams(self.model.params, self.model.meta, self._state, rows, X, Y,
-                                self._work, self._status)
+        rc = self._step(self.model.params, self.model.meta, self._state, rows, X.reshape(-1), Y.reshape(-1),
+                        self._work, self._status)
         if rc < 0:
             raise InputError(f"reading for stream {ids[-rc - 1]!r} holds NaN or Inf; nothing was "
                              f"applied to any stream")

@@ -82,21 +82,22 @@ def test_hot_path_allocates_nothing():
         model = edgelstm.Model(spec)
         p, m = model.params, model.meta
         state, work = np.zeros((4, spec.state_size), np.float32), model.new_work()
-        rows, st = np.arange(4), np.zeros(4, np.int8)
+        rows, row0, st = np.arange(4), np.zeros(1, np.int64), np.zeros(4, np.int8)
         x, y = np.ones(4, np.float32), np.empty(2, np.float32)
-        X, Y = np.ones((4, 4), np.float32), np.empty((4, 2), np.float32)
+        X, Y = np.ones(16, np.float32), np.empty(8, np.float32)
 
         @numba.njit
-        def drive(n, p, m, state, rows, x, y, X, Y, work, st):
+        def drive(n, p, m, state, rows, row0, x, y, X, Y, work, st):
             for _ in range(n):
-                cpu.step_one(p, m, state, x, y, work, st)
-                cpu.step_streams(p, m, state, rows, X, Y, work, st)
-                cpu.step_sequence(p, m, state, X, Y, work, st)
+                cpu.step(p, m, state, row0, x, y, work, st)        # one stream, one step
+                cpu.step(p, m, state, rows, X, Y, work, st)        # four streams
+                cpu.step(p, m, state, row0, X, Y, work, st)        # one stream, four steps
+                cpu.step_graph(p, m, state, rows, X, Y, work, st)
         def allocs(n):
             before = rtsys.get_allocation_stats().alloc
-            drive(n, p, m, state, rows, x, y, X, Y, work, st)
+            drive(n, p, m, state, rows, row0, x, y, X, Y, work, st)
             return rtsys.get_allocation_stats().alloc - before
-        drive(1, p, m, state, rows, x, y, X, Y, work, st)
+        drive(1, p, m, state, rows, row0, x, y, X, Y, work, st)
         print(allocs(1), allocs(1000))
     """)
     env = dict(os.environ, NUMBA_NRT_STATS="1")

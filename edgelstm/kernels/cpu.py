@@ -1,17 +1,15 @@
 """Compiled float32 kernels for the CPU: no allocation, no exceptions, state updated in place.
 
-Public entry points (all return an int status, 0 = success):
-  step_one(params, meta, state, x, y, work)            one stream, one step
-  step_sequence(params, meta, state, X, Y, work)       one stream, T steps
-  step_streams(params, meta, state, rows, X, Y, work, status)   k streams, one step each
-
-Each entry point first checks its inputs are finite (the validation stage; it lives in the
-same compiled call because a separate NumPy check costs more than a whole step), then
-computes every stream's next state into `work` and commits it only if all of it is finite.
-So a rejected call leaves `state` exactly as it was.
+The entry point, step(params, meta, state, rows, xs, ys, work, status), returns an int
+status (0 = success) and serves one stream's step, one stream's sequence and a bank's step.
+It first checks its inputs are finite (the validation stage; it lives in the same compiled
+call because a separate NumPy check costs more than a whole step), then computes every
+stream's next state into `work` and commits it only if all of it is finite. So a rejected
+call leaves `state` exactly as it was.
 
 Shapes: params (P,) f32 and meta (M,) i64 from layout.pack; state (N, S) f32;
-work (TILE, WORK_WIDTH) f32 scratch; X (k, I), Y (k, O) f32; rows (k,) i64; status (k,) i8.
+work (TILE, WORK_WIDTH) f32 scratch; xs (n * I,), ys (n * O,) f32 (readings and outputs
+flattened, so one reading and a batch have the same type); rows (k,) i64; status (k,) i8.
 Streams are processed TILE at a time so each weight row is read once per tile, not per stream.
 
 All index arithmetic is unsigned (np.uint64) over flat views: NumPy-style negative-index
@@ -21,9 +19,9 @@ an atomic reference-count pair each; both were measured to triple the step time.
 
 import numpy as np
 
-from .._numba import kernel
+from .._numba import inline, kernel
 from . import gate_math
-from .cpu_graph import run_chain
+from .cpu_graph import run_chain, run_plain_chain
 from .layout import (
     H_COUNT,
     H_FIRST,
@@ -67,11 +65,10 @@ from .layout import (
     W_Y,
     WORK_WIDTH,
 )
-from .matvec import matvec
+from .matvec import BIAS, NO_BIAS, matvec
 
 TILE = 8                       # streams per tile; work has TILE rows
 STATUS_OK, STATUS_NONFINITE = 0, 2
-_ROW0 = np.zeros(1, np.int64)  # the single stream's state row
 
 sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
 u = np.uint64
@@ -79,7 +76,7 @@ _0, _1, _2, _3, _4 = u(0), u(1), u(2), u(3), u(4)
 _F0, _F1 = np.float32(0.0), np.float32(1.0)
 
 
-@kernel
+@inline
 def _lstm_layer(params, meta, row, wk, width, src, B):
     n_in, hid, n_out = u(meta[row + L_IN]), u(meta[row + L_HID]), u(meta[row + L_OUT])
     cat, ga, prev, nxt, tmp = u(meta[W_CAT]), u(meta[W_GA]), u(meta[W_PREV]), u(meta[W_NEXT]), u(meta[W_TMP])
@@ -91,7 +88,7 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
                 wk[base + cat + j] = wk[base + src + j]
         for j in range(n_out):
             wk[base + cat + n_in + j] = wk[base + prev + h_off + j]
-    matvec(params, u(meta[row + L_WIH]), _4 * hid, n_in + n_out, u(meta[row + L_BA]), True,
+    matvec(params, u(meta[row + L_WIH]), _4 * hid, n_in + n_out, u(meta[row + L_BA]), BIAS,
             wk, width, cat, ga, B)
     h_dst = tmp if projected else nxt + h_off
     if meta[row + L_PEEP] >= 0:
@@ -99,10 +96,10 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
     else:
         _gates(hid, wk, width, ga, prev + c_off, nxt + c_off, h_dst, B)
     if projected:                                  # h = W_hr (o * tanh(c))
-        matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, False, wk, width, tmp, nxt + h_off, B)
+        matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, NO_BIAS, wk, width, tmp, nxt + h_off, B)
 
 
-@kernel
+@inline
 def _gates(hid, wk, width, ga, c_prev, c_next, h_dst, B):
     """c' = f * c + i * g, h' = o * tanh(c') from the pre-activation gates at ga."""
     # Short passes, each touching few regions of work, so LLVM can vectorise them.
@@ -121,7 +118,7 @@ def _gates(hid, wk, width, ga, c_prev, c_next, h_dst, B):
             wk[base + h_dst + j] = wk[g + _3 * hid + j] * tanh(wk[base + c_next + j])
 
 
-@kernel
+@inline
 def _peephole_gates(params, peep, hid, wk, width, ga, c_prev, c_next, h_dst, B):
     """As _gates, with i and f seeing the old cell and o the new one (weights p_i, p_f, p_o)."""
     for b in range(B):
@@ -136,13 +133,13 @@ def _peephole_gates(params, peep, hid, wk, width, ga, c_prev, c_next, h_dst, B):
             wk[base + h_dst + j] = o * tanh(c_new)
 
 
-@kernel
+@inline
 def _gru_layer(params, meta, row, wk, width, src, B):
     n_in, hid = u(meta[row + L_IN]), u(meta[row + L_HID])
     ga, gb, prev, nxt = u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
     h_off = u(meta[row + L_H])
-    matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), True, wk, width, src, ga, B)
-    matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), True, wk, width, prev + h_off, gb, B)
+    matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), BIAS, wk, width, src, ga, B)
+    matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), BIAS, wk, width, prev + h_off, gb, B)
     for b in range(B):
         a, c, base = u(b) * width + ga, u(b) * width + gb, u(b) * width
         for j in range(_2 * hid):                  # gate rows r, z, n
@@ -154,24 +151,18 @@ def _gru_layer(params, meta, row, wk, width, src, B):
             wk[base + nxt + h_off + j] = (_F1 - z) * wk[a + _2 * hid + j] + z * wk[base + prev + h_off + j]
 
 
-@kernel
-def _forward_tile(params, meta, xs, x0, wk, B):
+@inline
+def _forward_tile(params, meta, xs, x0, wk, B, chain):
     """Next state and output, in work, for B streams whose prev state is already there.
-    xs is X flattened; the tile's first input row is x0."""
+    xs is X flattened; the tile's first input row is x0; chain runs the graph layers."""
     width, n_in, raw = u(meta[WORK_WIDTH]), u(meta[N_IN]), u(meta[W_VC])
     for b in range(B):
         x, v = (u(x0) + u(b)) * n_in, u(b) * width + raw
         for j in range(n_in):
             wk[v + j] = xs[x + j]
-    src = run_chain(params, meta, meta[PRE_FIRST], meta[PRE_COUNT], wk, width, raw, B)
-    for k in range(meta[N_LAYERS]):
-        row = HEADER_LEN + LAYER_LEN * k
-        if meta[row + L_KIND] == KIND_LSTM:
-            _lstm_layer(params, meta, row, wk, width, src, B)
-        else:
-            _gru_layer(params, meta, row, wk, width, src, B)
-        src = u(meta[W_NEXT]) + u(meta[row + L_H])
-    src = run_chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
+    src = chain(params, meta, meta[PRE_FIRST], meta[PRE_COUNT], wk, width, raw, B)
+    src = _recurrent(params, meta, wk, width, src, B)
+    src = chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
     y_area = u(meta[W_Y])
     if meta[N_HEADS] == 0:
         _copy(wk, width, src, y_area, u(meta[N_OUT]), B)
@@ -180,18 +171,32 @@ def _forward_tile(params, meta, xs, x0, wk, B):
     _copy(wk, width, src, trunk, u(meta[N_TRUNK]), B)
     for h in range(meta[N_HEADS]):
         row = meta[HEADS_AT] + HEAD_LEN * h
-        out = run_chain(params, meta, meta[row + H_FIRST], meta[row + H_COUNT], wk, width, trunk, B)
+        out = chain(params, meta, meta[row + H_FIRST], meta[row + H_COUNT], wk, width, trunk, B)
         _copy(wk, width, out, y_area + u(meta[row + H_Y]), u(meta[row + H_SIZE]), B)
 
 
 @kernel
+def _recurrent(params, meta, wk, width, src, B):
+    """The recurrent layers, on the vector at src; returns where the last layer's h is.
+    A kernel of its own, not inlined, so step and step_graph share one compile of it."""
+    for k in range(meta[N_LAYERS]):
+        row = HEADER_LEN + LAYER_LEN * k
+        if meta[row + L_KIND] == KIND_LSTM:
+            _lstm_layer(params, meta, row, wk, width, src, B)
+        else:
+            _gru_layer(params, meta, row, wk, width, src, B)
+        src = u(meta[W_NEXT]) + u(meta[row + L_H])
+    return src
+
+
+@inline
 def _copy(wk, width, src, dst, n, B):
     for b in range(B):
         for j in range(n):
             wk[u(b) * width + dst + j] = wk[u(b) * width + src + j]
 
 
-@kernel
+@inline
 def _load_prev(meta, st, rows, r0, wk, B):
     """Copy each tile stream's state row into the prev area of its work row."""
     width, n_state, prev = u(meta[WORK_WIDTH]), u(meta[N_STATE]), u(meta[W_PREV])
@@ -201,7 +206,7 @@ def _load_prev(meta, st, rows, r0, wk, B):
             wk[w + j] = st[s + j]
 
 
-@kernel
+@inline
 def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
     """Write y and commit the next state of each stream whose results are all finite;
     returns how many were not (their state is left as it was)."""
@@ -223,7 +228,7 @@ def _commit_tile(params, meta, st, rows, r0, ys, y0, wk, status, B):
     return failed
 
 
-@kernel
+@inline
 def _count_nonfinite(a, start, n):
     """How many of a[start:start+n] are NaN/Inf (isfinite stays truthful: FASTMATH has no nnan/ninf)."""
     count = 0
@@ -232,7 +237,7 @@ def _count_nonfinite(a, start, n):
     return count
 
 
-@kernel
+@inline
 def _first_nonfinite_row(xs, n_rows, n_cols):
     """Index of the first row of the flat (n_rows, n_cols) input holding NaN/Inf, or -1."""
     for t in range(n_rows):
@@ -242,51 +247,58 @@ def _first_nonfinite_row(xs, n_rows, n_cols):
 
 
 @kernel
-def step_streams(params, meta, state, rows, X, Y, work, status):
-    """One step of k streams (k = len(rows)): returns -(t+1) if input row t holds NaN/Inf
-    (nothing changed), else how many streams' results were non-finite (their state kept)."""
-    k = rows.shape[0]
-    xs, ys, st, wk = X.ravel(), Y.ravel(), state.ravel(), work.ravel()
-    bad = _first_nonfinite_row(xs, k, X.shape[1])
-    if bad >= 0:
-        return -(bad + 1)
-    failed = 0
-    for r0 in range(0, k, TILE):
-        B = min(TILE, k - r0)
-        _load_prev(meta, st, rows, r0, wk, B)
-        _forward_tile(params, meta, xs, r0, wk, B)
-        failed += _commit_tile(params, meta, st, rows, r0, ys, r0, wk, status, B)
-    return failed
+def step(params, meta, state, rows, xs, ys, work, status):
+    """The entry point for a model whose graph layers are all Linear or Affine
+    (layout.plain_graph); step_graph for any other. See _step for the arguments."""
+    return _step(params, meta, state, rows, xs, ys, work, status, run_plain_chain)
 
 
 @kernel
-def step_one(params, meta, state, x, y, work, status):
-    """One step of the stream in state row 0; x (I,), y (O,); returns as step_streams."""
+def step_graph(params, meta, state, rows, xs, ys, work, status):
+    """The entry point for any model (see step)."""
+    return _step(params, meta, state, rows, xs, ys, work, status, run_chain)
+
+
+@inline
+def _step(params, meta, state, rows, xs, ys, work, status, chain):
+    """xs holds n = len(xs) / I readings flat, ys receives n outputs.
+    n == len(rows): one step of each of n streams (rows[i] is the state row of reading i);
+    returns -(i+1) if reading i holds NaN/Inf (nothing changed), else how many streams'
+    results were non-finite (their state kept).
+    n > len(rows) == 1: n steps of the stream in row rows[0], all or nothing: returns -(t+1)
+    if reading t holds NaN/Inf, (t+1) if step t's result was non-finite (state restored to
+    what it was before the call), else 0. One stream stepped once is both cases at once.
+
+    Every caller passes the same argument types, so numba compiles the kernel tree once; each
+    further signature (or a literal constant passed to a helper) would compile all of it again.
+    """
+    n_in = meta[N_IN]
+    n, k = xs.shape[0] // n_in, rows.shape[0]
     st, wk = state.ravel(), work.ravel()
-    if _first_nonfinite_row(x, 1, x.shape[0]) >= 0:
-        return -1
-    _load_prev(meta, st, _ROW0, 0, wk, 1)
-    _forward_tile(params, meta, x, 0, wk, 1)
-    return _commit_tile(params, meta, st, _ROW0, 0, y, 0, wk, status, 1)
-
-
-@kernel
-def step_sequence(params, meta, state, X, Y, work, status):
-    """T steps of the stream in state row 0, all or nothing: returns -(t+1) if input row t
-    holds NaN/Inf, (t+1) if step t's result was non-finite (state restored to what it was
-    before the call), else 0."""
-    xs, ys, st, wk = X.ravel(), Y.ravel(), state.ravel(), work.ravel()
-    bad = _first_nonfinite_row(xs, X.shape[0], X.shape[1])
+    bad = _first_nonfinite_row(xs, n, n_in)
     if bad >= 0:
         return -(bad + 1)
+    sequence = n != k
     n_state, backup = u(meta[N_STATE]), u(meta[WORK_WIDTH])   # work row 1 holds the backup
-    for j in range(n_state):
-        wk[backup + j] = st[j]
-    for t in range(X.shape[0]):
-        _load_prev(meta, st, _ROW0, 0, wk, 1)
-        _forward_tile(params, meta, xs, t, wk, 1)
-        if _commit_tile(params, meta, st, _ROW0, 0, ys, t, wk, status, 1):
+    s0 = _0
+    if sequence:
+        s0 = u(rows[0]) * n_state
+        for j in range(n_state):
+            wk[backup + j] = st[s0 + j]
+    failed, r0, B, x0 = 0, k - k, k, k - k     # int64 zeros, like the loop's: one compile
+    # One loop, one call site per helper: the helpers are inlined where they are called.
+    for it in range(n if sequence else (k + TILE - 1) // TILE):
+        if sequence:
+            x0 = it
+        else:
+            r0 = x0 = it * TILE
+            B = min(TILE, k - r0)
+        _load_prev(meta, st, rows, r0, wk, B)
+        _forward_tile(params, meta, xs, x0, wk, B, chain)
+        bad = _commit_tile(params, meta, st, rows, r0, ys, x0, wk, status, B)
+        if sequence and bad:
             for j in range(n_state):
-                st[j] = wk[backup + j]
-            return t + 1
-    return 0
+                st[s0 + j] = wk[backup + j]
+            return it + 1
+        failed += bad
+    return failed

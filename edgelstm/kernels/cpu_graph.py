@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .._numba import kernel
+from .._numba import inline, kernel
 from . import gate_math
 from .layout import (
     ACT_CODES,
@@ -38,7 +38,7 @@ from .layout import (
     W_VC,
     W_VD,
 )
-from .matvec import matvec
+from .matvec import BIAS, matvec
 
 u = np.uint64
 _0, _1, _2 = u(0), u(1), u(2)
@@ -50,7 +50,7 @@ _SQRT_HALF, _GELU_C = np.float32(math.sqrt(0.5)), np.float32(math.sqrt(2.0 / mat
 sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
 
 
-@kernel
+@inline
 def _elementwise(code, alpha, v):
     if code == RELU:
         return max(v, _F0)
@@ -69,7 +69,7 @@ def _elementwise(code, alpha, v):
     return v * sigmoid(v)                       # SILU
 
 
-@kernel
+@inline
 def _activation(code, alpha, n, wk, width, src, dst, B):
     for b in range(B):
         s, d = u(b) * width + src, u(b) * width + dst
@@ -92,7 +92,7 @@ def _activation(code, alpha, n, wk, width, src, dst, B):
                 wk[d + j] = _elementwise(code, alpha, wk[s + j])
 
 
-@kernel
+@inline
 def _affine(params, offset, scale, shift, n, wk, width, src, dst, B):
     for b in range(B):
         s, d = u(b) * width + src, u(b) * width + dst
@@ -100,7 +100,7 @@ def _affine(params, offset, scale, shift, n, wk, width, src, dst, B):
             wk[d + j] = (wk[s + j] - params[offset + j]) * params[scale + j] + params[shift + j]
 
 
-@kernel
+@inline
 def _layer_norm(params, weight, bias, eps, n, wk, width, src, dst, B):
     for b in range(B):
         s, d = u(b) * width + src, u(b) * width + dst
@@ -116,22 +116,31 @@ def _layer_norm(params, weight, bias, eps, n, wk, width, src, dst, B):
             wk[d + j] = (wk[s + j] - mean) * inv * params[weight + j] + params[bias + j]
 
 
+@inline
+def _apply_plain(params, meta, r, wk, width, src, dst, B):
+    """Linear or Affine (row r of the table)."""
+    n_in, n_out = u(meta[r + O_IN]), u(meta[r + O_OUT])
+    p0, p1 = u(max(meta[r + O_P0], 0)), u(max(meta[r + O_P1], 0))
+    if meta[r + O_KIND] == OP_LINEAR:
+        matvec(params, p0, n_out, n_in, p1, BIAS, wk, width, src, dst, B)
+    else:
+        _affine(params, p0, p1, u(meta[r + O_P2]), n_in, wk, width, src, dst, B)
+
+
 @kernel
 def apply_simple(params, meta, r, wk, width, src, dst, B):
     """A stateless layer: Linear, Affine, LayerNorm or an activation (row r of the table)."""
-    kind, n_in, n_out = meta[r + O_KIND], u(meta[r + O_IN]), u(meta[r + O_OUT])
-    p0, p1 = u(max(meta[r + O_P0], 0)), u(max(meta[r + O_P1], 0))
-    if kind == OP_LINEAR:
-        matvec(params, p0, n_out, n_in, p1, True, wk, width, src, dst, B)
-    elif kind == OP_AFFINE:
-        _affine(params, p0, p1, u(meta[r + O_P2]), n_in, wk, width, src, dst, B)
+    kind, n_in = meta[r + O_KIND], u(meta[r + O_IN])
+    if kind == OP_LINEAR or kind == OP_AFFINE:
+        _apply_plain(params, meta, r, wk, width, src, dst, B)
     elif kind == OP_LAYER_NORM:
-        _layer_norm(params, p0, p1, params[meta[r + O_F0]], n_in, wk, width, src, dst, B)
+        _layer_norm(params, u(meta[r + O_P0]), u(meta[r + O_P1]), params[meta[r + O_F0]], n_in,
+                    wk, width, src, dst, B)
     else:
         _activation(meta[r + O_AUX], params[meta[r + O_F0]], n_in, wk, width, src, dst, B)
 
 
-@kernel
+@inline
 def _conv(params, meta, r, wk, width, src, dst, B):
     """Causal Conv1d: gather [x_{t-(K-1)d}; ...; x_t] into VD, one product, then shift the
     stream's history (oldest first) by one input."""
@@ -152,10 +161,10 @@ def _conv(params, meta, r, wk, width, src, dst, B):
                 wk[base + nxt + u(t) * c_in + j] = wk[base + prev + (u(t) + _1) * c_in + j]
         for j in range(c_in):
             wk[base + nxt + (hist - _1) * c_in + j] = wk[base + src + j]
-    matvec(params, u(meta[r + O_P0]), n_out, k_size * c_in, u(meta[r + O_P1]), True, wk, width, col, dst, B)
+    matvec(params, u(meta[r + O_P0]), n_out, k_size * c_in, u(meta[r + O_P1]), BIAS, wk, width, col, dst, B)
 
 
-@kernel
+@inline
 def _attention(params, meta, r, wk, width, src, dst, B):
     """Online softmax over time: state [m, d, acc]; d == 0 means nothing seen yet."""
     n, ops = u(meta[r + O_IN]), u(meta[OPS_AT])
@@ -198,5 +207,17 @@ def run_chain(params, meta, first, count, wk, width, src, B):
             _attention(params, meta, r, wk, width, src, dst, B)
         else:
             apply_simple(params, meta, r, wk, width, src, dst, B)
+        src = dst
+    return src
+
+
+@kernel
+def run_plain_chain(params, meta, first, count, wk, width, src, B):
+    """run_chain for a model whose graph layers are all Linear or Affine (layout.plain_graph):
+    its kernel tree then leaves out the other layers' code, most of a cold compile."""
+    area_a, area_b, ops = u(meta[W_VA]), u(meta[W_VB]), u(meta[OPS_AT])
+    for k in range(count):
+        dst = area_a if src != area_a else area_b
+        _apply_plain(params, meta, ops + (u(first) + u(k)) * u(OP_LEN), wk, width, src, dst, B)
         src = dst
     return src

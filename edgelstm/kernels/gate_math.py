@@ -8,7 +8,7 @@ its absolute error is below 2e-7 everywhere (tests/test_kernels.py checks both b
 
 import numpy as np
 
-from .._numba import inline
+from .._numba import kernel
 
 _F = np.float32
 _CLAMP = _F(7.90531110763549805)
@@ -20,7 +20,7 @@ _B4, _B6 = _F(1.18534705686654e-04), _F(1.19825839466702e-06)
 _HALF = _F(0.5)
 
 
-@inline
+@kernel
 def tanh(v):
     v = min(max(v, -_CLAMP), _CLAMP)
     v2 = v * v
@@ -36,6 +36,6 @@ def tanh(v):
     return (p * v) / q
 
 
-@inline
+@kernel
 def sigmoid(v):
     return _HALF + _HALF * tanh(_HALF * v)

@@ -157,6 +157,13 @@ def _op_rows(rows: list, meta: np.ndarray, at: int, put, state_off: int) -> tupl
     return state_off, widest
 
 
+def plain_graph(meta: np.ndarray) -> bool:
+    """Whether every graph layer is Linear or Affine: such a model runs on cpu.step, whose
+    kernel tree (and so its cold compile) leaves out every other layer kind."""
+    kinds = meta[int(meta[OPS_AT]) + O_KIND::OP_LEN]
+    return bool(np.isin(kinds, (OP_LINEAR, OP_AFFINE)).all())
+
+
 def pack(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     """Returns (params float32 (P,), meta int64 (M,)) for the kernels."""
     packer = _Packer()

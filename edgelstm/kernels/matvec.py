@@ -7,6 +7,9 @@ from .._numba import kernel
 u = np.uint64
 _0, _1, _2, _3, _4 = u(0), u(1), u(2), u(3), u(4)
 _F0 = np.float32(0.0)
+# has_bias values. NumPy booleans, not True/False: numba would compile matvec (and every
+# helper passing the flag through) once per literal value.
+BIAS, NO_BIAS = np.bool_(True), np.bool_(False)
 
 
 @kernel
