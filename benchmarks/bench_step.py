@@ -12,6 +12,8 @@ Variants:
   PyTorch batched 256       256 streams x 1 step per call
   ONNX Runtime step         the same model exported with h/c as inputs, state carried
   NumPy step                a straightforward NumPy implementation (edgelstm's oracle in float32)
+  ... MLP head              the same LSTM with Linear 64->32 > ReLU > Linear 32->1 instead of the
+                            Linear (edgelstm stream.step and PyTorch step): what the layer graph costs
 Every variant is checked against edgelstm's output before it is timed. Prints a table, writes
 benchmarks/results/bench_step.json and bench_step.png. Times are medians of --repeats runs.
 """
@@ -40,10 +42,11 @@ I, H, LAYERS, O, T, K = 8, 64, 2, 1, 1000, 256  # noqa: E741  (input, hidden, la
 
 
 class Net(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, mlp=False):
         super().__init__()
         self.lstm = torch.nn.LSTM(I, H, num_layers=LAYERS)
-        self.fc = torch.nn.Linear(H, O)
+        self.fc = torch.nn.Sequential(torch.nn.Linear(H, 32), torch.nn.ReLU(), torch.nn.Linear(32, O)) if mlp \
+            else torch.nn.Linear(H, O)
 
     def forward(self, x, h, c):                       # x (T, B, I), h/c (L, B, H)
         out, (h, c) = self.lstm(x, (h, c))
@@ -150,7 +153,31 @@ def main():
     t, runs = median_time(numpy_step, n(2000), args.repeats)
     record("NumPy step", t, 1, runs, "straightforward NumPy")
 
+    mlp_variants(record, n, args.repeats, xs)
     report(results, args.repeats, "bench_step_quick" if args.quick else "bench_step")
+
+
+def mlp_variants(record, n, repeats: int, xs) -> None:
+    """stream.step and PyTorch's step with an MLP head: the per-step cost of the layer graph."""
+    torch.manual_seed(0)
+    net = Net(mlp=True).eval()
+    spec = spec_from_state_dict({k: v.numpy() for k, v in net.state_dict().items()},
+                                arch="lstm > linear(fc.0) > relu > linear(fc.2)")
+    s = edgelstm.Model(spec).stream()
+    with torch.no_grad():
+        y, _, _ = net(torch.from_numpy(xs)[:, None], torch.zeros(LAYERS, 1, H), torch.zeros(LAYERS, 1, H))
+    np.testing.assert_allclose(s.step_many(xs), y[:, 0].numpy(), atol=1e-5)
+    x0 = xs[0]
+    t, runs = median_time(lambda: s.step(x0), n(20000), repeats)
+    record("edgelstm step, MLP head", t, 1, runs, "one reading per Python call, Linear > ReLU > Linear head")
+    with torch.no_grad():
+        state = [torch.zeros(LAYERS, 1, H), torch.zeros(LAYERS, 1, H)]
+        xt = torch.from_numpy(xs[:1])[:, None]
+
+        def torch_step():
+            _, state[0], state[1] = net(xt, state[0], state[1])
+        t, runs = median_time(torch_step, n(2000), repeats)
+        record("PyTorch step, MLP head", t, 1, runs, "seq_len 1, (h, c) carried, Linear > ReLU > Linear head")
 
 
 def report(results: dict, repeats: int, name: str) -> None:
@@ -165,13 +192,17 @@ def report(results: dict, repeats: int, name: str) -> None:
             results["PyTorch nn.LSTM T=1000"]["us_per_step"] / ours["step_many"]["us_per_step"],
         "bank.step vs PyTorch batched 256 (x throughput)":
             ours["bank.step"]["stream_steps_per_s"] / results["PyTorch batched 256"]["stream_steps_per_s"],
+        "MLP head step vs PyTorch MLP head step (x faster)":
+            results["PyTorch step, MLP head"]["us_per_step"] / results["edgelstm step, MLP head"]["us_per_step"],
+        "MLP head cost over the Linear head (us per step)":
+            results["edgelstm step, MLP head"]["us_per_step"] - step,
     }
     print(f"\n{'variant':<26}{'us/step':>10}{'stream-steps/s':>16}{'edgelstm stream.step is':>26}")
-    for name, r in results.items():
+    for variant, r in results.items():
         rel = r["us_per_step"] / step
-        print(f"{name:<26}{r['us_per_step']:>10.2f}{r['stream_steps_per_s']:>16,.0f}{rel:>22.1f}x faster"
-              if not name.startswith("edgelstm") else
-              f"{name:<26}{r['us_per_step']:>10.2f}{r['stream_steps_per_s']:>16,.0f}")
+        print(f"{variant:<26}{r['us_per_step']:>10.2f}{r['stream_steps_per_s']:>16,.0f}{rel:>22.1f}x faster"
+              if not variant.startswith("edgelstm") else
+              f"{variant:<26}{r['us_per_step']:>10.2f}{r['stream_steps_per_s']:>16,.0f}")
     print("\nratios:")
     for k, v in ratios.items():
         print(f"  {k:<48} {v:6.1f}")

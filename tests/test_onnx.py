@@ -455,3 +455,34 @@ def test_verify_against_the_onnx_file_it_came_from(tmp_path, fixture):
     deploy.save(edgelstm.load(src).spec, tmp_path / "m.elstm")
     verdict = verify(edgelstm.load(tmp_path / "m.elstm"), src, steps=300)
     assert verdict.passed(1e-5) and "ONNX Runtime" in verdict.reference, verdict
+
+
+# The whole zoo through torch.onnx.export (TorchScript exporter): what ONNX can hold streams;
+# what torch cannot export, or what the exported graph cannot stream, is named.
+ZOO_NOT_EXPORTED = {"lstm_proj_mlp_head", "conv_bn_silu_lstm_proj_layernorm"}     # torch: no proj_size in ONNX
+ZOO_REFUSED = {
+    "attention_pool": "shape depends on the sequence length", "attention_pool_mlp_gru": "shape depends on",
+    "attention_pool_mlp_lstm": "shape depends on",             # the causal mask is built from T
+    "lstmcell_stack_gelu_head": "selects step", "grucell_stack_tanh_head": "selects step",   # a loop unrolled for T
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", __import__("zoo_names").ZOO_NAMES)
+def test_every_zoo_model_exported_to_onnx_streams_or_is_refused_by_name(tmp_path, name):
+    pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package")
+    if name in ZOO_NOT_EXPORTED:
+        pytest.skip("torch.onnx.export cannot export an LSTM with proj_size")
+    path = tmp_path / f"{name}.onnx"
+    make_onnx.export_torch(name, path, "torchscript")
+    if name in ZOO_REFUSED:
+        with pytest.raises(ModelFormatError, match=ZOO_REFUSED[name]):
+            read_onnx(path)
+        return
+    net = make_onnx.build_torch(name)
+    xs = np.random.default_rng(5).normal(size=(STEPS, make_onnx.input_size(net))).astype(np.float32)
+    got = stream(read_onnx(path), xs)
+    np.testing.assert_allclose(got, _torch_expected(net, xs), atol=1e-5, rtol=0)
+    if _have("onnxruntime"):
+        _, want = make_onnx.ort_outputs(path, xs, False)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
