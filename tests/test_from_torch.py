@@ -98,32 +98,42 @@ def test_a_model_the_trace_misreads_fails_the_parity_check():
         ft._assemble = real
 
 
-@pytest.mark.integration
-def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
-    import subprocess
+_NET_HEADER = "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+
+
+def _user_project(tmp_path, module: str, body: str, seed: int):
+    """Writes the user's model code as tmp_path/<module>.py and returns Net() built from it."""
+    import importlib
     import sys
 
     import torch
-    (tmp_path / "mynet.py").write_text(
-        "import torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
+    (tmp_path / f"{module}.py").write_text(_NET_HEADER + body)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        torch.manual_seed(seed)
+        return importlib.import_module(module).Net().eval()
+    finally:
+        sys.path.pop(0)
+
+
+def _cli(tmp_path, *args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "edgelstm", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.integration
+def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
+    import torch
+    net = _user_project(tmp_path, "mynet", (
         "        self.lstm = torch.nn.LSTM(3, 12, batch_first=True)\n"
         "        self.head = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))\n"
         "    def forward(self, x):\n"
         "        out, _ = self.lstm(x)\n"
-        "        return torch.softmax(self.head(out[:, -1]), -1)\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import mynet
-        torch.manual_seed(1)
-        net = mynet.Net().eval()
-    finally:
-        sys.path.pop(0)
+        "        return torch.softmax(self.head(out[:, -1]), -1)\n"), seed=1)
     torch.save({"state_dict": net.state_dict(), "epoch": 4}, tmp_path / "w.pt")
-    out = subprocess.run([sys.executable, "-m", "edgelstm", "convert", "--module", "mynet:Net", "--weights", "w.pt",
-                          "-o", "m.elstm"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = _cli(tmp_path, "convert", "--module", "mynet:Net", "--weights", "w.pt", "-o", "m.elstm")
     assert out.returncode == 0, out.stderr
     assert "post:  Linear 12 -> 8 (head.0)" in out.stdout and "post:  softmax" in out.stdout
     xs = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
@@ -135,38 +145,20 @@ def test_convert_with_module_and_weights_from_the_command_line(tmp_path):
 
 @pytest.mark.integration
 def test_verify_against_the_module_passes_and_a_wrong_model_fails(tmp_path):
-    import subprocess
-    import sys
-
     import torch
-    (tmp_path / "net2.py").write_text(
-        "import torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
+    net = _user_project(tmp_path, "net2", (
         "        self.gru = torch.nn.GRU(4, 10, batch_first=True)\n"
         "        self.fc = torch.nn.Linear(10, 3)\n"
         "    def forward(self, x):\n"
-        "        return torch.tanh(self.fc(self.gru(x)[0]))\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import net2
-        torch.manual_seed(2)
-        torch.save(net2.Net().state_dict(), tmp_path / "w.pt")
-    finally:
-        sys.path.pop(0)
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "edgelstm", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)
-
-    assert cli("convert", "--module", "net2:Net", "--weights", "w.pt", "-o", "good.elstm").returncode == 0
-    out = cli("verify", "good.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
+        "        return torch.tanh(self.fc(self.gru(x)[0]))\n"), seed=2)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    assert _cli(tmp_path, "convert", "--module", "net2:Net", "--weights", "w.pt", "-o", "good.elstm").returncode == 0
+    out = _cli(tmp_path, "verify", "good.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
     assert out.returncode == 0, out.stderr
     assert "compared at 300 steps" in out.stdout and "within 1e-05" in out.stdout
     # the same weights without the tanh (a bare state_dict loaded with a guessed arch): caught
-    assert cli("convert", "w.pt", "-o", "guessed.elstm").returncode == 0
-    out = cli("verify", "guessed.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
+    assert _cli(tmp_path, "convert", "w.pt", "-o", "guessed.elstm").returncode == 0
+    out = _cli(tmp_path, "verify", "guessed.elstm", "--module", "net2:Net", "--weights", "w.pt", "--steps", "300")
     assert out.returncode == 1 and "OVER" in out.stdout
 
 
