@@ -10,6 +10,7 @@ from importlib import resources
 
 import numpy as np
 
+from .errors import ConfigError
 from .simulate import ACTIVITIES, RATE_HZ, SimulatedDevice, accelerometer
 
 
@@ -88,6 +89,9 @@ def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log) -> i
                        policy=PolicyConfig(stream_ttl_s=0), output="stdout", log_every_s=3600).validate()
     sink = DemoSink(ys, out, tty)
     daemon = Daemon(cfg, sink=sink)
+    serial = daemon.serial
+    if serial is None:              # cfg.serial has a port, so the daemon always builds its link
+        raise ConfigError("demo: the daemon has no serial link")
     rate = RATE_HZ * speed if speed > 0 else 0.0
     log.info("simulated board on %s: %d wrist sensor(s), %d readings each at %s", port, n_streams, len(xs[0]),
              f"{rate:g} readings/s per wrist" if rate else "full speed")
@@ -95,7 +99,7 @@ def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log) -> i
     runner = threading.Thread(target=daemon.run, name="inference", daemon=True)
     runner.start()
     source_ready = time.time() + 10
-    while not daemon.serial.connected.is_set() and time.time() < source_ready:
+    while not serial.connected.is_set() and time.time() < source_ready:
         time.sleep(0.01)
     device.start()
     expected = len(xs) * len(xs[0])

@@ -1,5 +1,12 @@
 """The exceptions edgelstm raises; every one says what to do next."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 class EdgeLSTMError(Exception):
     """Base class of every error raised by edgelstm."""
@@ -19,6 +26,11 @@ class InputError(EdgeLSTMError, ValueError):
 
 class NumericalError(EdgeLSTMError, FloatingPointError):
     """A step produced NaN/Inf (an overflowing model). State is unchanged."""
+
+    # set by StreamBank.step (CPU and CUDA) before raising: every stream's output row, and
+    # the ids of the streams that failed (their rows are not valid, their state is unchanged)
+    outputs: np.ndarray
+    failed_ids: list
 
 
 class StateError(EdgeLSTMError, ValueError):

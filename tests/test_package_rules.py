@@ -1,10 +1,13 @@
 """House rules checked as tests: no print or logging set-up in the library, torch never
-imported by the package, every kernel compiled through the one decorator."""
+imported by the package, every kernel compiled through the one decorator, the package type-checks."""
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "edgelstm"
 LIBRARY = [p for p in PKG.rglob("*.py") if p.name not in ("cli.py", "__main__.py")]
@@ -55,3 +58,13 @@ def test_kernels_use_the_shared_decorator():
             continue
         text = p.read_text()
         assert "njit(" not in text and "numba.jit" not in text, f"{p.name}: use edgelstm._numba.kernel"
+
+
+@pytest.mark.slow
+def test_package_type_checks():
+    """mypy, with the settings in pyproject.toml ([tool.mypy]), finds no errors in the package."""
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed (pip install -e '.[dev]')")
+    out = subprocess.run([sys.executable, "-m", "mypy"], cwd=PKG.parent, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -141,7 +141,7 @@ class Pipeline:
             Y = self.bank.step(ids, X)                          # (B, O)
             failed: set[str] = set()
         except NumericalError as exc:
-            Y, failed = exc.outputs, set(exc.failed_ids)       # type: ignore[attr-defined]
+            Y, failed = exc.outputs, set(exc.failed_ids)
         self.metrics.observe("step", [time.perf_counter() - t0])
         received = []
         for msg, y in zip(batch, Y):

@@ -40,7 +40,8 @@ class _Arrays:
     """Collects the C array definitions and the bytes they take."""
 
     def __init__(self, int8: bool):
-        self.int8, self.chunks, self.bytes = int8, [], 0
+        self.int8, self.bytes = int8, 0
+        self.chunks: list[str] = []
 
     def floats(self, name: str, a: np.ndarray) -> str:
         values = np.asarray(a, np.float32).ravel()

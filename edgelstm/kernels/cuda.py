@@ -203,7 +203,7 @@ def step_streams(params, meta, state, slots, X, Y, work, status, n_rows):
 def block_shape(widest_hidden: int) -> tuple[int, int]:
     """(threads per stream, streams per block): a warp multiple covering the widest layer,
     and enough streams to fill about 128 threads."""
-    if config.ENABLE_CUDASIM:
+    if config.ENABLE_CUDASIM:       # type: ignore[attr-defined]  # numba.config sets its options at run time
         return 4, 2
     per_stream = min(256, max(32, (widest_hidden + 31) // 32 * 32))
     return per_stream, max(1, 128 // per_stream)

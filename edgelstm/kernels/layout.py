@@ -59,7 +59,7 @@ ACT_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 class _Packer:
     """Appends float32 arrays to one parameter vector, returning each one's offset."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.size = 0
 
@@ -111,7 +111,8 @@ def _recurrent_rows(spec: ModelSpec, meta: np.ndarray, put) -> dict:
 def _flatten(spec: ModelSpec) -> tuple[list, list]:
     """(graph layers in table order, [(first, count) of pre, post, each head]); attention
     score layers are appended after every chain."""
-    rows, spans = [], []
+    rows: list = []
+    spans: list[tuple[int, int]] = []
     for _, chain in spec.chains():
         spans.append((len(rows), len(chain)))
         rows.extend(chain)

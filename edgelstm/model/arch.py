@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..errors import ModelFormatError
 from .layers import ACTIVATIONS
@@ -67,13 +68,13 @@ class _Parser:
         self.text, self.tokens, pos = text, [], 0
         while pos < len(text.rstrip()):
             m = _TOKEN.match(text, pos)
-            if not m or m.end() == pos:
+            if not m or m.end() == pos or m.lastgroup is None:     # a match always sets one named group
                 self.fail(f"unexpected character {text[pos]!r} at {pos}")
             self.tokens.append(m.group(m.lastgroup))
             pos = m.end()
         self.at = 0
 
-    def fail(self, why: str):
+    def fail(self, why: str) -> NoReturn:
         raise ModelFormatError(f"arch {self.text!r}: {why}. Example: "
                                f"\"lstm > linear(head.0) > relu > linear(head.3) > softmax\" (see edgelstm.model.arch)")
 

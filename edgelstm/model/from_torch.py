@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -49,7 +50,7 @@ _NO_OPS = ("Dropout", "Identity", "AlphaDropout")
 _SHAPE_NO_OPS = ("contiguous", "clone", "float", "detach")
 
 
-def _fail(node, why: str):
+def _fail(node, why: str) -> NoReturn:
     raise ModelFormatError(f"from_torch: cannot stream node {node.name!r} ({node.op} {node.target}): {why}. "
                            f"Describe the model with arch= instead, or export ONNX")
 
@@ -123,7 +124,8 @@ class _Mapper:
             w, b = mod.p("weight"), mod.p("bias")
             if v.channels_first or (w is not None and w.shape != (v.size,)):
                 _fail(node, "LayerNorm must normalise the feature dimension only")
-            return self.extend(v, LayerNorm(np.ones(v.size) if w is None else w, 0.0 if b is None else b,
+            return self.extend(v, LayerNorm(np.ones(v.size) if w is None else w,
+                                            np.zeros(v.size) if b is None else b,
                                             float(mod.a("eps", 1e-5)), node.target))
         if kind in _ACTIVATION_MODULES:
             act = _ACTIVATION_MODULES[kind]
@@ -203,7 +205,7 @@ class _Tracer(_Mapper):
 
     def run(self, graph) -> list[_Value]:
         env: dict = {}
-        outputs = None
+        outputs: list[_Value] | None = None
         for node in graph.nodes:
             if node.op == "placeholder":
                 if env:
@@ -221,6 +223,8 @@ class _Tracer(_Mapper):
                 env[node] = self.call(env, node)
             elif node.op == "output":
                 outputs = self.outputs(env, node, node.args[0])
+        if outputs is None:                             # torch.fx always ends a graph with one
+            raise ModelFormatError("from_torch: the traced graph has no output node")
         return outputs
 
     def outputs(self, env, node, arg) -> list[_Value]:
@@ -266,8 +270,10 @@ class _Tracer(_Mapper):
             _fail(node, f"{op} with a constant of shape {c.shape}: only a number or one value per feature streams")
         if op == "div" and not np.all(c != 0):
             _fail(node, "division by zero")
-        offset, scale, shift = {"sub": (c, 1.0, 0.0), "add": (0.0, 1.0, c), "mul": (0.0, c, 0.0),
-                                "div": (0.0, 1.0 / c if op == "div" else 1.0, 0.0)}[op]
+        parts: dict[str, tuple[Any, Any, Any]] = {      # numbers or (F,) arrays: Affine broadcasts them
+            "sub": (c, 1.0, 0.0), "add": (0.0, 1.0, c), "mul": (0.0, c, 0.0),
+            "div": (0.0, 1.0 / c if op == "div" else 1.0, 0.0)}
+        offset, scale, shift = parts[op]
         return self.extend(v, Affine(np.broadcast_to(offset, (v.size,)), scale, shift, f"{op} in forward()"))
 
     def param(self, node, arg):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class InertObject(metaclass=_StandInMeta):
     """
 
     qualified_name = "?"
+    state: Any                  # set by __new__ (None) and BUILD; instance attributes, never class ones
+    new_args: tuple
 
     def __new__(cls, *args, **kwargs):
         obj = object.__new__(cls)

@@ -91,7 +91,10 @@ def activation_layers(name, size: int, where: str) -> list:
     if not isinstance(name, str) or name not in KERAS_ACTIVATIONS:
         known = ", ".join(k for k in KERAS_ACTIVATIONS)
         raise ModelFormatError(f"{where}: activation {name!r:.60} is not supported; edgelstm computes {known}")
-    kind, alpha = KERAS_ACTIVATIONS[name]
+    entry = KERAS_ACTIVATIONS[name]
+    if entry is None:                               # "linear", answered above
+        return []
+    kind, alpha = entry
     return [Activation(kind, size, alpha)]
 
 
@@ -140,7 +143,7 @@ def assemble(pieces: list[tuple[str, object]], source: dict) -> ModelSpec:
             raise ModelFormatError(f"{label} sits between two recurrent layers; edgelstm runs other layers only "
                                    f"before the first and after the last LSTM/GRU. Move it, or stream the parts "
                                    f"as separate models")
-    stack = tuple(x for _, x in pieces[rec[0]:rec[-1] + 1])
+    stack = tuple(x for _, x in pieces[rec[0]:rec[-1] + 1] if isinstance(x, RecurrentLayer))     # all are, checked
     pre = tuple(x for _, x in pieces[:rec[0]])
     post = tuple(x for _, x in pieces[rec[-1] + 1:])
     return ModelSpec(stack, pre, post, (), source)
@@ -232,6 +235,12 @@ def _name(layer: dict) -> str:
     return str(name) if name is not None else "?"
 
 
+def _dict_at(obj: dict, key: str) -> dict:
+    """obj[key] when it is a JSON object, else {}."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _endpoints(value, what: str) -> list[tuple[str, int]]:
     """[(layer name, tensor index)] of input_layers / output_layers, in either Keras form."""
     if isinstance(value, list) and value and isinstance(value[0], str):
@@ -281,7 +290,8 @@ def _functional_chain(body: dict) -> list[dict]:
     if len(inputs) != 1 or len(outputs) != 1 or outputs[0][1] != 0:
         raise ModelFormatError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; edgelstm streams a "
                                f"chain with one input and one output")
-    chain, name = [], outputs[0][0]
+    chain: list[dict] = []
+    name = outputs[0][0]
     while True:
         layer = by_name.get(name)
         if layer is None or any(layer is x for x in chain):
@@ -323,8 +333,7 @@ def layer_chain(config: dict) -> tuple[list[dict], list[dict]]:
 
 def _input_size(first: dict) -> int:
     """Features per step, from the InputLayer's batch_shape or the first layer's build_config."""
-    cfg = first.get("config") if isinstance(first.get("config"), dict) else {}
-    build = first.get("build_config") if isinstance(first.get("build_config"), dict) else {}
+    cfg, build = _dict_at(first, "config"), _dict_at(first, "build_config")
     shape = cfg.get("batch_shape") or cfg.get("batch_input_shape") or build.get("input_shape")
     if not isinstance(shape, list):
         raise ModelFormatError("the model does not declare its input shape; build it with "
@@ -428,17 +437,18 @@ def _dense(layer: dict, cfg: dict, label: str, n_in: int, sub: str = "") -> _Ste
     expected = [("kernel", checked_shape((n_in, units), label))] + ([("bias", (units,))] if cfg.get("use_bias", True)
                                                                    else [])
     name = _name(layer)
-    return _Step(layer, label, expected, lambda a: [(label, dense_from_keras(*a, name=name))] +
+    return _Step(layer, label, expected, lambda a: [(label, dense_from_keras(a[0], a[1] if len(a) > 1 else None,
+                                                                             name=name))] +
                  [(label, x) for x in act], units, sub)
 
 
 def _time_distributed(layer: dict, cfg: dict, label: str, n_in: int) -> _Step:
-    inner = cfg.get("layer") if isinstance(cfg.get("layer"), dict) else {}
+    inner = _dict_at(cfg, "layer")
     if inner.get("class_name") != "Dense":
         raise ModelFormatError(f"{label}: edgelstm reads TimeDistributed(Dense) only, found "
                                f"TimeDistributed({inner.get('class_name')!r:.40})")
     _check_custom(inner, label)
-    inner_cfg = inner.get("config") if isinstance(inner.get("config"), dict) else {}
+    inner_cfg = _dict_at(inner, "config")
     step = _dense(inner, inner_cfg, label, n_in, "layer/")
     step.layer = layer
     return step
@@ -587,17 +597,19 @@ class _Weights:
     def __init__(self, h5, saved: list[dict]):
         root = h5.get("layers") or h5.get("_layer_checkpoint_dependencies")   # the latter: Keras 2.13
         self.root = root if hasattr(root, "keys") else None
-        self.groups, used = {}, {}
+        self.groups: dict[str, str] = {}             # layer name -> its group in model.weights.h5
+        used: dict[str, int] = {}
         for layer in saved:
             base = _snake_case(str(layer.get("class_name")))
             used[base] = used.get(base, -1) + 1
             self.groups[_name(layer)] = base if used[base] == 0 else f"{base}_{used[base]}"
-        for group in (self.root.keys() if self.root is not None else ()):
-            item = self.root.get(group)
-            attrs = getattr(item.get("vars"), "attrs", {}) if hasattr(item, "get") else {}
-            name = attrs.get("name")
-            if name is not None:
-                self.groups[name.decode() if isinstance(name, bytes) else str(name)] = group
+        if self.root is not None:
+            for group in self.root.keys():
+                item = self.root.get(group)
+                attrs = getattr(item.get("vars"), "attrs", {}) if hasattr(item, "get") else {}
+                name = attrs.get("name")
+                if name is not None:
+                    self.groups[name.decode() if isinstance(name, bytes) else str(name)] = group
 
     def arrays(self, step: _Step) -> list[np.ndarray]:
         """The step's arrays, each checked against the shape its config implies before reading."""
@@ -620,7 +632,7 @@ class _Weights:
         """One dataset as float32; shape None = any shape of at most MAX_ELEMENTS values."""
         if hasattr(ds, "shape") and shape is None:
             shape = checked_shape(tuple(ds.shape), f"{label}: {what}")
-        if not hasattr(ds, "dtype") or tuple(ds.shape) != tuple(shape):
+        if not hasattr(ds, "dtype") or shape is None or tuple(ds.shape) != tuple(shape):
             got = tuple(ds.shape) if hasattr(ds, "shape") else type(ds).__name__
             raise ModelFormatError(f"{label}: {what} has shape {got}; its config implies {shape}. The config and "
                                    f"the weights disagree: the file is damaged")

@@ -88,12 +88,12 @@ class Affine:
         std = np.asarray(std, dtype=np.float64)
         if not (std > 0).all():
             raise ModelFormatError(f"{name}: std must be > 0 for every feature")
-        return cls(mean, 1.0 / std, 0.0, name)
+        return cls(mean, 1.0 / std, np.asarray(0.0), name)
 
     @classmethod
     def denormalise(cls, mean, std, name="output de-normalisation") -> Affine:
         """y * std + mean."""
-        return cls(0.0, std, mean, name)
+        return cls(np.asarray(0.0), std, mean, name)
 
     @classmethod
     def batch_norm(cls, running_mean, running_var, weight, bias, eps: float, name="") -> Affine:
@@ -308,7 +308,7 @@ def from_config(cfg: dict, tensors: dict, prefix: str):
     except KeyError as exc:
         raise ModelFormatError(f"the file lacks tensor {exc}; it is damaged") from None
     if cls is LayerNorm:
-        return LayerNorm(*values, eps=cfg["eps"], name=name)
+        return LayerNorm(values[0], values[1], eps=cfg["eps"], name=name)       # _ARRAYS: weight, bias
     if cls is CausalConv1d:
-        return CausalConv1d(*values, dilation=cfg["dilation"], name=name)
+        return CausalConv1d(values[0], values[1], dilation=cfg["dilation"], name=name)
     return cls(*values, name=name)

@@ -14,6 +14,7 @@ import operator
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelFormatError
 from .from_torch import _ACTIVATION_MODULES, _NO_OPS, _assemble, _Tracer
@@ -23,7 +24,7 @@ from .torchscript import MAX_SOURCE_BYTES, plain_type_name
 _LEAVES = {"LSTM", "GRU", "Linear", "BatchNorm1d", "LayerNorm", "Conv1d", *_ACTIVATION_MODULES, *_NO_OPS}
 # A traced module keeps its hyper-parameters only as arguments of the one torch call in its
 # forward(): (function, {attribute: argument position or keyword}).
-_TRACED_HYPER = {
+_TRACED_HYPER: dict[str, tuple[str, dict[str, int | str]]] = {     # kind: (torch fn, {attr: arg index or name})
     "Conv1d": ("_convolution", {"stride": 3, "padding": 4, "dilation": 5, "groups": 8}),
     "BatchNorm1d": ("batch_norm", {"eps": 7}),
     "LayerNorm": ("layer_norm", {"eps": 4}),
@@ -130,7 +131,8 @@ class _Interpreter:
     """Walks forward() statements, feeding each call to the mapper as an fx-like node."""
 
     def __init__(self, tree: ModuleNode, code: _Code, input_size: int):
-        self.code, self.env, self.count = code, {}, 0
+        self.code, self.count = code, 0
+        self.env: dict[_Node, Any] = {}                 # node -> what the tracer made of it
         self.nodes = dict(tree.named_modules())
         views = {}
         for path, node in self.nodes.items():

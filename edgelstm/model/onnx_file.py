@@ -288,7 +288,7 @@ def _assemble(names: list[str], values: list, source: dict) -> ModelSpec:
     n = 0
     while all(len(t) > n for t in tails) and all(t[n] is tails[0][n] for t in tails):
         n += 1
-    heads = [Head(h, t[n:]) for h, t in zip(_head_names([o for o, _ in outs]), tails)]
+    heads = tuple(Head(h, t[n:]) for h, t in zip(_head_names([o for o, _ in outs]), tails))
     return ModelSpec(layers, pre, tails[0][:n], heads, source)
 
 
@@ -319,4 +319,4 @@ def _with_norms(spec: ModelSpec, input_norm, output_norm) -> ModelSpec:
         post.append(affine(output_norm, Affine.denormalise))
     if input_norm is None and output_norm is None:
         return spec
-    return ModelSpec(spec.layers, pre, post, spec.heads, spec.source)
+    return ModelSpec(spec.layers, tuple(pre), tuple(post), spec.heads, spec.source)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def node_name(node) -> str:
     return node.name.lstrip("/")
 
 
-def fail(node, why: str):
+def fail(node, why: str) -> NoReturn:
     raise ModelFormatError(f"{node.label}: {why}")
 
 
@@ -82,7 +83,7 @@ def fail(node, why: str):
 def ordered_nodes(graph, wanted: list[str]) -> list:
     """The nodes the outputs `wanted` depend on, in dependency order; refuses cycles and
     values defined twice. Nodes off every output's path are never looked at again."""
-    producer = {}
+    producer: dict[str, int] = {}                  # value name -> index of the node that computes it
     for k, node in enumerate(graph.nodes):
         for out in node.outputs:
             if out and out in producer:
@@ -129,7 +130,8 @@ class Walker:
         g = model.graph
         self.graph, self.base_dir, self.ops, self.static_t = g, model.base_dir, ops, static_t
         self.opset = model.opsets.get("", model.opsets.get("ai.onnx", 1))
-        self.values = {x_name: Stream(tuple(x_axes), width)}
+        # value name -> Stream, Stacked, a constant (np.ndarray, from an initializer or folded) or Refused
+        self.values: dict[str, Any] = {x_name: Stream(tuple(x_axes), width)}
         self.other_inputs = {i.name for i in g.inputs if i.name not in g.initializers and i.name != x_name}
 
     def value(self, name: str, node):

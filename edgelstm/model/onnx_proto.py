@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 
@@ -38,7 +39,7 @@ _FIELD_OF = {FLOAT: _FLOAT_DATA, DOUBLE: _DOUBLE_DATA, INT64: _INT64_DATA, UINT3
              UINT64: _UINT64_DATA}                                      # every other type: int32_data
 
 
-def _damaged(what: str, why: str):
+def _damaged(what: str, why: str) -> NoReturn:
     raise ModelFormatError(f"not a valid ONNX file: {what}: {why}. The file is truncated or damaged; "
                            f"export it again (torch.onnx.export) or check the copy")
 
@@ -72,6 +73,7 @@ def fields(buf: memoryview, what: str):
         number, wire = key >> 3, key & 7
         if number == 0:
             _damaged(what, "field number 0")
+        value: int | memoryview
         if wire == 0:
             value, pos = _varint(buf, pos, what)
         elif wire in (1, 2, 5):
@@ -149,7 +151,9 @@ class Tensor:
 
 
 def parse_tensor(buf: memoryview, what: str) -> Tensor:
-    t, dims, location, entries = Tensor(), [], 0, {}
+    t, location = Tensor(), 0
+    dims: list[np.ndarray] = []
+    entries: dict[str, str] = {}
     for number, wire, value in fields(buf, what):
         if number == 1:
             _repeated(dims, wire, value, "v", what)
@@ -228,7 +232,8 @@ _LIST_TYPES = {6: _ATTR_FLOATS, 7: _ATTR_INTS, 8: _ATTR_STRINGS, 9: _ATTR_TENSOR
 
 
 def _attribute(buf: memoryview, what: str) -> Attribute:
-    name, declared, seen = "", 0, {}
+    name, declared = "", 0
+    seen: dict[int, list] = {}                      # field number -> [(wire, value)]
     for number, wire, value in fields(buf, what):
         if number == 1:
             name = _text(wire, value, what)
@@ -247,7 +252,7 @@ def _attribute(buf: memoryview, what: str) -> Attribute:
 
 def _attribute_value(number, occurrences: list, what: str):
     if number in (_ATTR_FLOATS, _ATTR_INTS):
-        chunks = []
+        chunks: list[np.ndarray] = []
         for wire, value in occurrences:
             _repeated(chunks, wire, value, "f" if number == _ATTR_FLOATS else "v", what)
         return [float(v) if number == _ATTR_FLOATS else int(v) for v in _joined(chunks, np.float64 if number ==
@@ -413,6 +418,8 @@ def _typed_words(t: Tensor, dtype: np.dtype, what: str) -> np.ndarray:
 def _external_bytes(t: Tensor, base_dir: str, nbytes: int) -> bytes:
     """The bytes of an external tensor: a file next to the model, never outside its directory."""
     what, info = f"tensor {t.name!r}", t.external
+    if info is None:
+        raise ModelFormatError(f"{what} has no external data location")
     location = info.get("location", "")
     parts = location.replace("\\", "/").split("/")
     if not location or os.path.isabs(location) or location[:1] in "/\\" or ":" in location or ".." in parts:

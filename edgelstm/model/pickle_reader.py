@@ -216,7 +216,9 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, data: bytes, storages):
         super().__init__(io.BytesIO(data), encoding="utf-8")
-        self._storages, self._cache, self._classes = storages, {}, {}
+        self._storages = storages
+        self._cache: dict[str, tuple[str, object]] = {}          # storage key -> (dtype code, array or Deferred)
+        self._classes: dict[tuple[str, str], type] = {}          # (module, name) -> its stand-in class
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:

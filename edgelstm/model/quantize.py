@@ -10,11 +10,12 @@ model for the Python engine, so the daemon and the board can run identical numbe
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from .layers import AttentionPool, CausalConv1d, Linear
-from .spec import ModelSpec
+from .spec import ModelSpec, RecurrentLayer
 
 QMAX = 127      # symmetric: -128 is never used, so negation cannot overflow
 
@@ -58,11 +59,15 @@ def _dequantized_layer(layer):
     return layer
 
 
+def _dequantized_recurrent(layer: RecurrentLayer) -> RecurrentLayer:
+    weights: dict[str, Any] = {name: _dequantized(getattr(layer, name)) for name in ("w_ih", "w_hh", "w_hr")
+                               if getattr(layer, name) is not None}
+    return replace(layer, **weights)
+
+
 def dequantized_spec(spec: ModelSpec) -> ModelSpec:
     """The model as an int8 board computes it: every weight matrix replaced by s * q."""
-    layers = tuple(replace(layer, **{name: _dequantized(getattr(layer, name)) for name in ("w_ih", "w_hh", "w_hr")
-                                     if getattr(layer, name) is not None})
-                   for layer in spec.layers)
+    layers = tuple(_dequantized_recurrent(layer) for layer in spec.layers)
     pre, post = (tuple(_dequantized_layer(x) for x in chain) for chain in (spec.pre, spec.post))
     heads = tuple(replace(h, layers=tuple(_dequantized_layer(x) for x in h.layers)) for h in spec.heads)
     return replace(spec, layers=layers, pre=pre, post=post, heads=heads,

@@ -6,6 +6,8 @@ shifting its 16 bits into the top of a uint32 and viewing that as float32.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import ModelFormatError
@@ -45,7 +47,10 @@ def itemsize(code: str) -> int:
     return 2 if code == BF16 else np.dtype(code).itemsize
 
 
-def dtype_of(code: str, order: str = "<") -> np.dtype:
+ByteOrder = Literal["<", ">", "="]      # little, big, native
+
+
+def dtype_of(code: str, order: ByteOrder = "<") -> np.dtype:
     """The NumPy dtype that holds the file's bytes (bf16 -> its 2-byte words) in byte order `order`."""
     if code == BF16:
         return np.dtype(order + "u2")
@@ -58,7 +63,7 @@ def bf16_to_f32(words: np.ndarray) -> np.ndarray:
     return (words.astype(np.uint32) << 16).view(np.float32)
 
 
-def array_from_bytes(raw, code: str, order: str = "<", count: int | None = None, offset: int = 0) -> np.ndarray:
+def array_from_bytes(raw, code: str, order: ByteOrder = "<", count: int | None = None, offset: int = 0) -> np.ndarray:
     """A 1-D array of `count` elements (all that fit when None) of `code`, in native byte order.
 
     The result owns its memory (a copy), so it never aliases the file buffer. bf16 comes back as float32.

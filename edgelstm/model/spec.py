@@ -93,7 +93,7 @@ class ModelSpec:
     heads: tuple[Head, ...] = ()
     source: dict = field(default_factory=dict, compare=False)  # provenance, not part of the hash
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("layers", "pre", "post", "heads"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.layers:
@@ -122,6 +122,7 @@ class ModelSpec:
             raise ModelFormatError(f"head names must be unique, got {names}")
         for h in self.heads:
             check_chain(h.layers, trunk, f"head {h.name!r}")
+        self._sizes: tuple[int, int]        # (input size, trunk size); declared here, so not a dataclass field
         object.__setattr__(self, "_sizes", (n_in, trunk))
 
     @classmethod

@@ -54,7 +54,8 @@ class _Reader:
     """Takes arrays out of the state dict by key, recording which were used."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
-        self.arrays, self.used = arrays, set()
+        self.arrays = arrays
+        self.used: set[str] = set()
 
     def take(self, key: str, shape: tuple | None = None, required: bool = True):
         if key not in self.arrays:
@@ -107,8 +108,8 @@ def _blocks(arrays) -> tuple[dict[str, list[int]], list[str]]:
                     f"{key!r}: the model is bidirectional. A bidirectional layer needs future inputs "
                     f"and cannot stream; train with bidirectional=False for streaming use.")
             modules.setdefault(m["prefix"], []).append(int(m["layer"]))
-        elif _CELL_KEY.match(key):
-            cells.append(_CELL_KEY.match(key)["prefix"])
+        elif cell := _CELL_KEY.match(key):
+            cells.append(cell["prefix"])
     return modules, sorted(cells, key=_natural_key)
 
 
@@ -217,7 +218,7 @@ def _graph_layer(reader: _Reader, item: arch_text.Item, size: int):
     if item.kind == "layernorm":
         w = reader.take(p + "weight", (size,), required=False)
         b = reader.take(p + "bias", (size,), required=False)
-        return LayerNorm(np.ones(size) if w is None else w, 0.0 if b is None else b,
+        return LayerNorm(np.ones(size) if w is None else w, np.zeros(size) if b is None else b,
                          1e-5 if item.value is None else item.value, p.rstrip("."))
     if item.kind == "conv":
         w = reader.take(p + "weight")
@@ -258,7 +259,7 @@ def _from_arch(reader: _Reader, graph: arch_text.Graph, modules, cells) -> tuple
         if w is None:
             raise ModelFormatError(f"arch: the first item {pre_items[0].text()!r} must be a layer with weights")
         in_size = w.shape[-2] if pre_items[0].kind == "conv" else w.shape[-1]
-    pre, size = _chain(reader, pre_items, in_size) if pre_items else ((), None)
+    pre, size = _chain(reader, pre_items, in_size) if in_size is not None else ((), None)   # set iff pre_items
     layers: list = []
     for block in blocks:
         layers += _recurrent_block(reader, modules, block, layers[-1].output_size if layers else size)

@@ -19,7 +19,7 @@ import zipfile
 
 from ..errors import ModelFormatError
 from .pickle_reader import Deferred, pickle_end, unpickle
-from .raw_arrays import array_from_bytes, itemsize
+from .raw_arrays import ByteOrder, array_from_bytes, itemsize
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_MAGIC_PICKLE = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."     # the LONG1 opcode of the magic number
@@ -66,7 +66,7 @@ def _read_member(archive: zipfile.ZipFile, name: str, expected: int | None = Non
         raise ModelFormatError(f"cannot read {name} from the .pt archive ({exc})") from None
 
 
-def read_archive(path) -> tuple[object, str, zipfile.ZipFile | None, str]:
+def read_archive(path) -> tuple[object, str, zipfile.ZipFile, str]:
     """(object, kind 'torch' | 'torchscript', the open archive (caller closes), prefix)."""
     try:
         archive = zipfile.ZipFile(path)
@@ -109,7 +109,7 @@ def read_legacy(data: bytes):
     if protocol != LEGACY_PROTOCOL:
         raise ModelFormatError(f"legacy torch.save protocol {protocol!r:.20} is not supported (expected 1001); "
                                f"re-save with a current PyTorch")
-    order = "<" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else ">"
+    order: ByteOrder = "<" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else ">"
     obj_start, obj_end = pos, pickle_end(data, pos)
     wanted: dict[str, tuple[str, int]] = {}
 

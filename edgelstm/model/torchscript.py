@@ -46,7 +46,9 @@ def _literal(node):
 
 
 def _class_info(node: ast.ClassDef) -> ScriptClass:
-    params, buffers, constants = (), (), {}
+    params: tuple[str, ...] = ()
+    buffers: tuple[str, ...] = ()
+    constants: dict = {}
     for stmt in node.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             ok, value = _literal(stmt.value)

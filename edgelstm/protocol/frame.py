@@ -88,7 +88,7 @@ class FrameDecoder:
     _skipping: bool = False
 
     def feed(self, chunk: bytes) -> list[Frame]:
-        out = []
+        out: list[Frame] = []
         start = 0
         while True:
             end = chunk.find(b"\x00", start)

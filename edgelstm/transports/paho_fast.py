@@ -25,6 +25,7 @@ import inspect
 import logging
 import threading
 import types
+from typing import Any, Callable, Literal
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
@@ -174,12 +175,14 @@ def accelerate(client: mqtt.Client, patches: tuple[str, ...] = PATCHES) -> bool:
     if reason:
         log.info("mqtt: stock paho (fast path off): %s", reason)
         return False
-    client._edgelstm_read_ahead = _ReadAhead()
-    client._edgelstm_topics = {}
-    replacements = {"read_ahead": ("_sock_recv", _sock_recv), "loop_read": ("loop_read", _loop_read),
-                    "empty_properties": ("_handle_publish", _handle_publish),
-                    "empty_acks": ("_handle_pubackcomp", _handle_pubackcomp),
-                    "coalesce_writes": ("_packet_write", _packet_write), "fast_publish": ("publish", _publish)}
+    # per-instance state the replacements keep on the client, which paho's Client does not declare
+    client._edgelstm_read_ahead = _ReadAhead()      # type: ignore[attr-defined]
+    client._edgelstm_topics = {}                    # type: ignore[attr-defined]
+    replacements: dict[str, tuple[str, Callable[..., Any]]] = {
+        "read_ahead": ("_sock_recv", _sock_recv), "loop_read": ("loop_read", _loop_read),
+        "empty_properties": ("_handle_publish", _handle_publish),
+        "empty_acks": ("_handle_pubackcomp", _handle_pubackcomp),
+        "coalesce_writes": ("_packet_write", _packet_write), "fast_publish": ("publish", _publish)}
     for patch in patches:
         name, function = replacements[patch]
         setattr(client, name, types.MethodType(function, client))     # this instance only; paho calls self.<name>
@@ -321,7 +324,7 @@ def _reason(packet_type: int, code: int | None) -> ReasonCode:
     return _fresh(ReasonCode, state)
 
 
-def _handle_pubackcomp(self, cmd: str) -> mqtt.MQTTErrorCode:
+def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> mqtt.MQTTErrorCode:
     """Every confirmed QoS 1 prediction costs stock a ReasonCode and a Properties built from
     scratch (both twice over when the broker adds a reason byte). For the forms brokers send,
     2 bytes (mid) or 3 (mid, reason) with no properties, hand on_publish stock-equal copies
