@@ -36,9 +36,9 @@ class Broker:
             self.ca = make_certificates(workdir)
             tls_lines = (f"cafile {self.ca}\ncertfile {workdir / 'server.crt'}\nkeyfile {workdir / 'server.key'}\n"
                          "tls_version tlsv1.2\n")
-        self.conf.write_text(
+        self.conf_text = (
             f"user {getpass.getuser()}\n"                 # else root drops to 'mosquitto', which cannot write here
-            f"listener {self.port} 127.0.0.1\n" + tls_lines
+            "listener {port} 127.0.0.1\n" + tls_lines
             + (f"allow_anonymous false\npassword_file {workdir / 'passwd'}\n" if user else "allow_anonymous true\n")
             + "set_tcp_nodelay true\n"            # no Nagle delay on small messages (default: off)
             "persistence true\n"
@@ -51,20 +51,47 @@ class Broker:
             "max_inflight_messages 0\n"           # readings stay unacked until a checkpoint commits them
             f"log_dest file {workdir / 'mosquitto.log'}\n"
         )
+        self.tls = tls
         self.proc = None
-        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
+        self._use_port(self.port)
+        self.started_once = False
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.conf.write_text(self.conf_text.replace("{port}", str(port)))
+        self.url = f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{port}"
 
     def start(self, timeout: float = 10.0) -> "Broker":
+        """Start (or restart, on the same port) and wait until it accepts connections. A first
+        start whose port was taken meanwhile (free_port cannot reserve it) moves to a new one."""
+        for _ in range(5):
+            if self._launch(timeout):
+                self.started_once = True
+                return self
+            if self.started_once:            # a restart must keep its port: clients reconnect to it
+                break
+            self._use_port(free_port())
+        raise RuntimeError(f"mosquitto did not start on port {self.port}; see {self.dir / 'mosquitto.log'}")
+
+    def _launch(self, timeout: float) -> bool:
+        """True once this broker runs and listens ("... running" in its log after this launch);
+        a TCP connect alone could reach another process listening on the same port."""
+        log = self.dir / "mosquitto.log"
+        seen = log.stat().st_size if log.exists() else 0
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start on port {self.port}; see {self.dir / 'mosquitto.log'}")
+            if self.proc.poll() is not None:         # it exited: the port was taken (or a bad config)
+                return False
+            if log.exists():
+                with open(log, "rb") as fh:
+                    fh.seek(seen)
+                    if b" running" in fh.read():
+                        return True
+            time.sleep(0.02)
+        self.kill()
+        return False
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
