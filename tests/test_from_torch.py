@@ -179,3 +179,15 @@ def test_time_first_models_and_normalisation_in_forward():
         with torch.no_grad():
             want = net(torch.from_numpy(xs[:t])[:, None])[0].numpy()
         np.testing.assert_allclose(streamed[t - 1], want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in zoo_names.ZOO_NAMES if n not in TRACEABLE])
+def test_zoo_models_fx_cannot_trace_are_refused_with_the_way_out(name):
+    """A loop over x.shape[1] or a mask built from T: torch.fx cannot trace them; the error says
+    to describe the model with arch= (their arch in tests/zoo.py then loads them exactly)."""
+    import torch
+    import zoo
+    net = zoo.build(name)
+    n_in = next(p for p in net.parameters() if p.ndim >= 2).shape[1]
+    with pytest.raises(ModelFormatError, match="arch="):
+        edgelstm.from_torch(net, torch.zeros(1, 16, n_in))
