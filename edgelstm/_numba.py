@@ -61,3 +61,11 @@ def compiled_entry(dispatcher, *args):
     dispatcher(*args)
     signature = tuple(numba.typeof(a) for a in args)
     return dispatcher.overloads[signature].entry_point
+
+
+def compiled_for(dispatcher, *args):
+    """As compiled_entry, but compiles (or loads from the cache) without running the kernel:
+    only the types of `args` matter, so they can be small stand-ins of the same types."""
+    signature = tuple(numba.typeof(a) for a in args)
+    dispatcher.compile(signature)
+    return dispatcher.overloads[signature].entry_point

@@ -193,7 +193,7 @@ def cmd_warmup(args) -> int:
     from .model.loader import load
     t0 = time.perf_counter()
     model = load(args.model, **_load_options(args))
-    model.warmup()
+    model.warmup(sequences=True)          # the step kernel and the layer-wise one of step_many
     print(f"kernels ready in {time.perf_counter() - t0:.2f} s (cache: {_numba.cache_dir()})")
     return 0
 

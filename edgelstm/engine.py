@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._numba import compiled_entry
+from ._numba import compiled_entry, compiled_for
 from .errors import InputError, NumericalError, StateError
-from .kernels import cpu
+from .kernels import cpu, sequence
 from .kernels.layout import WORK_WIDTH, pack, plain_graph
 from .model.spec import ModelSpec
 
@@ -52,6 +52,10 @@ class Model:
         self.input_size, self.output_size = spec.input_size, spec.output_size
         self.state_size = spec.state_size
         self._kernel = None
+        self._sequence = None                            # sequence_kernel()
+        self.seq_weights: np.ndarray | None = None       # its transposed weights, on first use
+        # step_many runs layer by layer (kernels/sequence.py) when the model allows it
+        self.layerwise = plain_graph(self.meta) and sequence.sequence_ok(self.meta)
 
     def kernel(self):
         """The compiled entry point, kernels.cpu.step or step_graph (compiled, or loaded from
@@ -63,6 +67,27 @@ class Model:
             xs, ys = np.zeros(2 * self.input_size, np.float32), np.empty(2 * self.output_size, np.float32)
             self._kernel = compiled_entry(entry, self.params, self.meta, state, np.arange(2), xs, ys, work, status)
         return self._kernel
+
+    def sequence_kernel(self):
+        """kernels.sequence.step_sequence, compiled (or loaded from the cache) on first use, as
+        kernel(). Its transposed weights (seq_weights, as many bytes again as the recurrent
+        layers') are built only when a stream first runs step_many (sequence_weights())."""
+        if self._sequence is None:
+            f32, frozen = np.zeros((1, 1), np.float32), np.zeros(1, np.float32)
+            frozen.flags.writeable = False                       # the type of seq_weights
+            self._sequence = compiled_for(sequence.step_sequence, self.params, frozen, self.meta, f32,
+                                          np.zeros(1, np.int64), frozen.copy(), frozen.copy(), f32, f32,
+                                          np.zeros(1, np.int8))
+        return self._sequence
+
+    def sequence_weights(self) -> np.ndarray:
+        if self.seq_weights is None:
+            self.seq_weights = sequence.transposed_weights(self.meta, self.params)
+        return self.seq_weights
+
+    def new_seq(self) -> np.ndarray:
+        """Scratch for the layer-wise sequence kernel: (T_BLOCK, seq_width) float32."""
+        return np.zeros((sequence.T_BLOCK, sequence.seq_width(self.meta)), np.float32)
 
     def stream(self) -> Stream:
         """A new stream with zero state."""
@@ -78,9 +103,13 @@ class Model:
         """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
         return np.zeros((cpu.TILE, int(self.meta[WORK_WIDTH])), np.float32)
 
-    def warmup(self) -> None:
-        """Compile (or load from the cache) every kernel now instead of on the first reading."""
+    def warmup(self, sequences: bool = False) -> None:
+        """Compile (or load from the cache) the step kernel now instead of on the first reading;
+        with sequences=True also the layer-wise one step_many uses (`edgelstm warmup` does both).
+        The daemon never runs step_many, so it does not wait for that compile."""
         self.kernel()
+        if sequences and self.layerwise:
+            self.sequence_kernel()
 
     @property
     def parameter_count(self) -> int:
@@ -133,6 +162,7 @@ class Stream:
         self._status = np.zeros(1, np.int8)
         self._rows = np.zeros(1, np.int64)                         # its state row
         self._step = model.kernel()
+        self._seq: np.ndarray | None = None                        # layer-wise scratch, on first use
         self._in_shape, self._out_size = (model.input_size,), model.output_size
         self.steps = 0
 
@@ -157,12 +187,21 @@ class Stream:
         return y
 
     def step_many(self, X) -> np.ndarray:
-        """Feed T readings X (T, I), return (T, O): the same as T calls of step, in one call.
+        """Feed T readings X (T, I), return (T, O): the same as T calls of step, in one call
+        (to within 1e-6 where it runs layer by layer: Model.layerwise and T >= 2; kernels/sequence.py).
         All or nothing: if any reading is bad, nothing is applied."""
         X = self.model.check_input(X, np.shape(X)[0] if np.ndim(X) == 2 else -1)
         Y = np.empty((X.shape[0], self.model.output_size), np.float32)
-        rc = self._step(self.model.params, self.model.meta, self._state, self._rows, X.reshape(-1), Y.reshape(-1),
-                        self._work, self._status)
+        if self.model.layerwise and X.shape[0] >= sequence.MIN_STEPS:
+            if self._seq is None:
+                self._seq = self.model.new_seq()
+                self._run_seq = self.model.sequence_kernel()
+                self.model.sequence_weights()
+            rc = self._run_seq(self.model.params, self.model.seq_weights, self.model.meta, self._state, self._rows,
+                               X.reshape(-1), Y.reshape(-1), self._work, self._seq, self._status)
+        else:
+            rc = self._step(self.model.params, self.model.meta, self._state, self._rows, X.reshape(-1),
+                            Y.reshape(-1), self._work, self._status)
         if rc:
             raise self._error(rc, abs(rc) - 1)
         self.steps += X.shape[0]

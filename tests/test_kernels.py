@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from specs import SPECS, graph_specs, random_spec
+from specs import SPECS, graph_specs, overflowing_model, random_spec
 
 import edgelstm
 from edgelstm.kernels import gate_math, reference
@@ -25,14 +25,15 @@ def test_stream_matches_numpy_reference(rng, name):
 
 @pytest.mark.parametrize("k", [1, 7, 8, 9, 17, 64])
 def test_bank_equals_independent_streams(rng, k):
-    """k streams (not always a multiple of the tile) stepped together == each stepped alone."""
+    """k streams (not always a multiple of the tile) stepped together == each stepped alone
+    (to 1e-6: step_many runs layer by layer, in another summation order)."""
     model = edgelstm.Model(random_spec(rng, kinds=("lstm", "gru"), hidden=(12, 10), proj=(0, 0)))
     xs = rng.normal(size=(20, k, model.input_size)).astype(np.float32)
     bank = model.bank(capacity=k + 3)
     ids = [f"sensor-{i}" for i in range(k)]
     got = np.array([bank.step(ids, xs[t]) for t in range(20)])
     for i in range(k):
-        np.testing.assert_array_equal(got[:, i], model.stream().step_many(xs[:, i]))
+        np.testing.assert_allclose(got[:, i], model.stream().step_many(xs[:, i]), atol=1e-6, rtol=0)
 
 
 def test_bank_subsets_and_order_do_not_leak_state(rng):
@@ -122,3 +123,121 @@ def test_graph_layers_match_numpy_reference(name):
     got = np.array([bank.step(ids, np.repeat(x[None], 11, axis=0)) for x in xs[:50]])
     for i in range(11):
         np.testing.assert_allclose(got[:, i], expected[:50], atol=1e-5, rtol=0)
+
+
+# --- the layer-wise sequence kernel (kernels/sequence.py, issue 13)
+
+def _layerwise(model, state, xs):
+    """Runs kernels.sequence.step_sequence on a copy of state; returns (rc, ys, new state)."""
+    from edgelstm.kernels import sequence
+    st = state.reshape(1, -1).copy()
+    ys = np.full((xs.shape[0], model.output_size), -7.0, np.float32)
+    rc = sequence.step_sequence(model.params, sequence.transposed_weights(model.meta, model.params), model.meta,
+                                st, np.zeros(1, np.int64), np.ascontiguousarray(xs).reshape(-1), ys.reshape(-1),
+                                model.new_work(), model.new_seq(), np.zeros(1, np.int8))
+    return rc, ys, st[0]
+
+
+@pytest.mark.parametrize("kinds, hidden, head, norm", [
+    (("lstm",), (16,), 3, False),
+    (("lstm", "lstm"), (64, 64), 1, False),
+    (("lstm", "lstm", "lstm"), (13, 7, 9), 0, True),
+    (("gru", "lstm"), (9, 12), 2, True),
+    (("gru",), (5,), 0, False),
+])
+@pytest.mark.parametrize("T", [1, 3, 63, 64, 65, 200])
+def test_layerwise_matches_step_by_step(rng, kinds, hidden, head, norm, T):
+    """Within 1e-6 of T calls of step (the summation order differs), outputs and state,
+    from a non-zero state, for T below, at and across the block size."""
+    spec = random_spec(rng, kinds=kinds, hidden=hidden, proj=(0,) * len(kinds), head=head, norm=norm)
+    model = edgelstm.Model(spec)
+    assert model.layerwise
+    s = model.stream()
+    s.step_many(rng.normal(size=(5, spec.input_size)).astype(np.float32))    # a non-zero start
+    start = s.get_state().values.copy()
+    xs = rng.normal(0, 2, (T, spec.input_size)).astype(np.float32)
+    expected = np.array([s.step(x).copy() for x in xs])
+    rc, ys, state = _layerwise(model, start, xs)
+    assert rc == 0
+    np.testing.assert_allclose(ys, expected, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(state, s.get_state().values, atol=1e-6, rtol=0)
+
+
+def test_layerwise_not_used_for_projection_or_peepholes(rng):
+    spec = random_spec(rng, kinds=("lstm",), hidden=(8,), proj=(4,))
+    assert not edgelstm.Model(spec).layerwise
+    xs = rng.normal(size=(100, spec.input_size)).astype(np.float32)
+    model = edgelstm.Model(spec)
+    s = model.stream()
+    np.testing.assert_array_equal(model.stream().step_many(xs), np.array([s.step(x).copy() for x in xs]))
+
+
+def test_layerwise_rejects_nonfinite_input_untouched(rng):
+    model = edgelstm.Model(random_spec(rng, kinds=("lstm", "gru"), hidden=(12, 10), proj=(0, 0)))
+    start = rng.normal(size=model.state_size).astype(np.float32)
+    for bad in (0, 70, 199):
+        xs = rng.normal(size=(200, model.input_size)).astype(np.float32)
+        xs[bad, 1] = np.inf if bad % 2 else np.nan
+        rc, ys, state = _layerwise(model, start, xs)
+        assert rc == -(bad + 1)
+        assert (ys == -7.0).all()                                   # nothing was computed
+        np.testing.assert_array_equal(state, start)
+
+
+@pytest.mark.parametrize("t_bad", [0, 3, 64, 130])
+def test_layerwise_nonfinite_result_restores_state(t_bad):
+    """Step t_bad overflows: rc t_bad + 1 (as cpu.step's), state as before the call; through
+    the engine, NumericalError names the step and the stream continues from its old state."""
+    model, big = overflowing_model(), 50.0
+    xs = np.zeros((150, 1), np.float32)
+    xs[t_bad] = big
+    start = np.full(model.state_size, 0.01, np.float32)
+    rc, _, state = _layerwise(model, start, xs)
+    assert rc == t_bad + 1
+    np.testing.assert_array_equal(state, start)
+    s = model.stream()
+    s.step_many(np.full((20, 1), 0.001, np.float32))
+    before = s.get_state().values.copy()
+    with pytest.raises(edgelstm.NumericalError, match=f"step {t_bad}"):
+        s.step_many(xs)
+    np.testing.assert_array_equal(s.get_state().values, before)
+
+
+def test_layerwise_hot_path_allocates_nothing():
+    """As test_hot_path_allocates_nothing, for kernels.sequence.step_sequence over several blocks."""
+    script = textwrap.dedent("""
+        import numpy as np, numba
+        import edgelstm
+        from numba.core.runtime import rtsys
+        from edgelstm.kernels import sequence
+        from edgelstm.model.layers import Linear
+        from edgelstm.model.spec import ModelSpec, RecurrentLayer
+        rng = np.random.default_rng(0)
+        def layer(kind, i, h, g):
+            return RecurrentLayer(kind, i, h, rng.normal(size=(g * h, i)), rng.normal(size=(g * h, h)),
+                                  rng.normal(size=g * h), rng.normal(size=g * h))
+        spec = ModelSpec.classic((layer("lstm", 4, 16, 4), layer("gru", 16, 8, 3)),
+                                 Linear(rng.normal(size=(2, 8)), np.zeros(2)))
+        model = edgelstm.Model(spec)
+        p, m = model.params, model.meta
+        tw = sequence.transposed_weights(m, p)
+        state, work, seq = np.zeros((1, spec.state_size), np.float32), model.new_work(), model.new_seq()
+        row0, st = np.zeros(1, np.int64), np.zeros(1, np.int8)
+        X, Y = np.ones(4 * 150, np.float32) * 0.1, np.empty(2 * 150, np.float32)
+
+        @numba.njit
+        def drive(n, p, tw, m, state, row0, X, Y, work, seq, st):
+            for _ in range(n):
+                sequence.step_sequence(p, tw, m, state, row0, X, Y, work, seq, st)
+        def allocs(n):
+            before = rtsys.get_allocation_stats().alloc
+            drive(n, p, tw, m, state, row0, X, Y, work, seq, st)
+            return rtsys.get_allocation_stats().alloc - before
+        drive(1, p, tw, m, state, row0, X, Y, work, seq, st)
+        print(allocs(1), allocs(100))
+    """)
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    one, hundred = map(int, out.stdout.split())
+    assert one == hundred, f"allocations grow with calls: {one} for 1, {hundred} for 100"
