@@ -64,14 +64,11 @@ def test_gate_math_error_bounds():
     assert np.abs(s - 1 / (1 + np.exp(-v.astype(np.float64)))).max() < 2e-7
 
 
-def test_hot_path_allocates_nothing():
-    """NUMBA_NRT_STATS counts every allocation by compiled code: a kernel driven 1 time and
-    1000 times from a compiled loop must allocate the same (a per-step temporary would add 999)."""
-    script = textwrap.dedent("""
+_ALLOCATION_PRELUDE = textwrap.dedent("""
         import numpy as np, numba
         import edgelstm
         from numba.core.runtime import rtsys
-        from edgelstm.kernels import cpu
+        from edgelstm.kernels import cpu, sequence
         from edgelstm.model.layers import Linear
         from edgelstm.model.spec import ModelSpec, RecurrentLayer
         rng = np.random.default_rng(0)
@@ -82,6 +79,13 @@ def test_hot_path_allocates_nothing():
                                  Linear(rng.normal(size=(2, 8)), np.zeros(2)))
         model = edgelstm.Model(spec)
         p, m = model.params, model.meta
+""")   # a model of both layer kinds, for the NUMBA_NRT_STATS tests
+
+
+def test_hot_path_allocates_nothing():
+    """NUMBA_NRT_STATS counts every allocation by compiled code: a kernel driven 1 time and
+    1000 times from a compiled loop must allocate the same (a per-step temporary would add 999)."""
+    script = _ALLOCATION_PRELUDE + textwrap.dedent("""
         state, work = np.zeros((4, spec.state_size), np.float32), model.new_work()
         rows, row0, st = np.arange(4), np.zeros(1, np.int64), np.zeros(4, np.int8)
         x, y = np.ones(4, np.float32), np.empty(2, np.float32)
@@ -205,21 +209,7 @@ def test_layerwise_nonfinite_result_restores_state(t_bad):
 
 def test_layerwise_hot_path_allocates_nothing():
     """As test_hot_path_allocates_nothing, for kernels.sequence.step_sequence over several blocks."""
-    script = textwrap.dedent("""
-        import numpy as np, numba
-        import edgelstm
-        from numba.core.runtime import rtsys
-        from edgelstm.kernels import sequence
-        from edgelstm.model.layers import Linear
-        from edgelstm.model.spec import ModelSpec, RecurrentLayer
-        rng = np.random.default_rng(0)
-        def layer(kind, i, h, g):
-            return RecurrentLayer(kind, i, h, rng.normal(size=(g * h, i)), rng.normal(size=(g * h, h)),
-                                  rng.normal(size=g * h), rng.normal(size=g * h))
-        spec = ModelSpec.classic((layer("lstm", 4, 16, 4), layer("gru", 16, 8, 3)),
-                                 Linear(rng.normal(size=(2, 8)), np.zeros(2)))
-        model = edgelstm.Model(spec)
-        p, m = model.params, model.meta
+    script = _ALLOCATION_PRELUDE + textwrap.dedent("""
         tw = sequence.transposed_weights(m, p)
         state, work, seq = np.zeros((1, spec.state_size), np.float32), model.new_work(), model.new_seq()
         row0, st = np.zeros(1, np.int64), np.zeros(1, np.int8)
