@@ -26,8 +26,9 @@ def test_10k_streamed_steps_match_torch(name):
         s.step(xs[t], out=got[t])
     err = np.abs(got - expected).max()
     assert err <= 1e-5, f"{name}: max abs error {err:.2e} over {STEPS} steps"
-    # step_many and the bank reproduce step exactly (same kernel code, same order of operations)
-    np.testing.assert_array_equal(model.stream().step_many(xs), got)
+    # step_many runs layer by layer (another summation order): within 1e-6 of step, as the
+    # README says; the bank runs step's own code and reproduces it exactly
+    np.testing.assert_allclose(model.stream().step_many(xs), got, atol=1e-6, rtol=0)
     bank = model.bank(capacity=3)
     bank_out = np.array([bank.step(["a"], xs[t:t + 1])[0] for t in range(300)])
     np.testing.assert_array_equal(bank_out, got[:300])
