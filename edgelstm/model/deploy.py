@@ -21,7 +21,6 @@ source["content_sha256_v1"], so checkpoints written under it stay valid.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 
@@ -32,7 +31,7 @@ from ..errors import ModelFormatError
 from ..fileio import atomic_write
 from .layers import Affine, Head, Linear
 from .layers import from_config as layer_from_config
-from .spec import ModelSpec, RecurrentLayer
+from .spec import ModelSpec, RecurrentLayer, content_hash
 
 MAGIC = b"ELSTM\x00\r\n"
 FORMAT_VERSION = 2
@@ -51,16 +50,16 @@ def save(spec: ModelSpec, path) -> str:
         tensors[name] = {"dtype": "<f4", "shape": list(arr.shape), "offset": offset, "nbytes": len(raw)}
         blobs.append(raw + b"\x00" * _pad(len(raw)))
         offset += len(raw) + _pad(len(raw))
-    content_hash = spec.content_hash()
+    digest = spec.content_hash()
     header = json.dumps({
         "format": "edgelstm", "version": FORMAT_VERSION, "architecture": spec.architecture(),
-        "tensors": tensors, "source": spec.source, "content_sha256": content_hash,
+        "tensors": tensors, "source": spec.source, "content_sha256": digest,
         "edgelstm_version": __version__,
     }, sort_keys=True).encode()
     prefix = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header)) + header
     # 0644: a model file holds no secrets and is read by daemons running as other users
     atomic_write(path, [prefix + b"\x00" * _pad(len(prefix)), *blobs], mode=0o644)
-    return content_hash
+    return digest
 
 
 def read_header(data: bytes) -> tuple[dict, int]:
@@ -82,15 +81,6 @@ def read_header(data: bytes) -> tuple[dict, int]:
     return header, 16 + n + _pad(16 + n)
 
 
-def _stored_hash(architecture: dict, arrays: dict) -> str:
-    """The content hash as ModelSpec.content_hash computes it, over what the file stores."""
-    h = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode())
-    for name, a in sorted(arrays.items()):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
-    return h.hexdigest()
-
-
 def load(path) -> ModelSpec:
     with open(path, "rb") as fh:
         data = fh.read()
@@ -103,7 +93,7 @@ def load(path) -> ModelSpec:
             raise ModelFormatError(f".elstm tensor {name!r} is malformed or truncated")
         arrays[name] = np.frombuffer(data, "<f4", nbytes // 4, start + off).reshape(shape)
     architecture, stored = header.get("architecture"), header.get("content_sha256")
-    if not isinstance(architecture, dict) or _stored_hash(architecture, arrays) != stored:
+    if not isinstance(architecture, dict) or content_hash(architecture, arrays) != stored:
         raise ModelFormatError(f"{path}: content hash mismatch; the file is corrupt")
     source = dict(header.get("source") or {})
     try:

@@ -21,6 +21,16 @@ from .layers import describe as describe_layer
 GATES = {"lstm": 4, "gru": 3}
 
 
+def content_hash(architecture: dict, arrays: dict) -> str:
+    """SHA-256 over an architecture (JSON, sorted keys) and named float32 arrays: the model's
+    identity, computed the same way over a spec and over what a deploy file stores."""
+    h = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode())
+    for name, a in sorted(arrays.items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class RecurrentLayer:
     """One unidirectional LSTM or GRU layer in PyTorch's layout (G = 4 for LSTM, 3 for GRU)."""
@@ -233,11 +243,7 @@ class ModelSpec:
 
     def content_hash(self) -> str:
         """SHA-256 over the architecture and every weight: equal hash, equal model."""
-        h = hashlib.sha256(json.dumps(self.architecture(), sort_keys=True).encode())
-        for name, a in sorted(self.named_arrays().items()):
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(a, dtype="<f4").tobytes())
-        return h.hexdigest()
+        return content_hash(self.architecture(), self.named_arrays())
 
     def describe(self) -> str:
         """The whole graph, one line per layer, as `inspect` and `convert` print it."""
