@@ -40,14 +40,12 @@ def _onnx_reference(path):
 def _torch_reference(module_target: str, weights):
     import torch
 
+    from .model.from_torch import module_outputs
     from .model.trace_cli import load_module
     net = load_module(module_target, weights)
 
     def run(xs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = net(torch.from_numpy(xs)[None])
-        parts = out if isinstance(out, (tuple, list)) else (out,)
-        return torch.cat([p.reshape(1, -1, p.shape[-1]) for p in parts], -1)[0].double().numpy()
+        return module_outputs(net, xs)
 
     return run, f"PyTorch {torch.__version__}: {module_target} with {weights}"
 

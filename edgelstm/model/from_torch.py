@@ -412,23 +412,28 @@ def from_torch(module, example_input, *, steps: int = 64, atol: float = 1e-5, pa
     return spec
 
 
-def _check(module, spec: ModelSpec, n_in: int, steps: int, atol: float, time_first: bool = False) -> None:
-    """Stream random sequences and compare with the module, at every step it outputs."""
+def module_outputs(module, xs: np.ndarray, time_first: bool = False) -> np.ndarray:
+    """The module run over one sequence xs (T, I): (T, O) per-step outputs, or (1, O) for a
+    last-step model; several outputs side by side, as heads are."""
     import torch
 
+    with torch.no_grad():
+        x = torch.from_numpy(xs)
+        out = module(x[:, None] if time_first else x[None])
+    parts = out if isinstance(out, (tuple, list)) else (out,)
+    return torch.cat([(p.transpose(0, 1) if time_first else p).reshape(1, -1, p.shape[-1]) if p.dim() == 3
+                      else p.reshape(1, 1, -1) for p in parts], -1)[0].double().numpy()
+
+
+def _check(module, spec: ModelSpec, n_in: int, steps: int, atol: float, time_first: bool = False) -> None:
+    """Stream random sequences and compare with the module, at every step it outputs."""
     from ..engine import Model
     rng = np.random.default_rng(0)
     model = Model(spec)
     worst = 0.0
     for length in (steps, max(1, steps // 3)):
         xs = rng.normal(0, 1, (length, n_in)).astype(np.float32)
-        with torch.no_grad():
-            x = torch.from_numpy(xs)
-            out = module(x[:, None] if time_first else x[None])
-        parts = out if isinstance(out, (tuple, list)) else (out,)
-        expected = torch.cat([(p.transpose(0, 1) if time_first else p).reshape(1, -1, p.shape[-1]) if p.dim() == 3
-                              else p.reshape(1, 1, -1)
-                              for p in parts], -1)[0].double().numpy()
+        expected = module_outputs(module, xs, time_first)
         streamed = model.stream().step_many(xs)
         got = streamed if expected.shape[0] == length else streamed[-1:]
         if got.shape != expected.shape:
