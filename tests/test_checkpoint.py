@@ -37,9 +37,9 @@ def states(n, size=S):
     return np.arange(n * size, dtype=np.float32).reshape(n, size) / 7
 
 
-def sign(header, raw: bytes, version: int = checkpoint.VERSION, header_len: int | None = None) -> bytes:
-    """A checkpoint file of `header` (a dict dumped as JSON, or bytes as they are) and the states section `raw`,
-    with a correct SHA-256, so that load() has to judge the content itself."""
+def sign(header, raw: bytes, version: int = 1, header_len: int | None = None) -> bytes:
+    """A version-1 checkpoint file (positions in the header) of `header` (a dict dumped as JSON, or bytes as they
+    are) and the states section `raw`, with a correct SHA-256, so that load() has to judge the content itself."""
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
     n = len(text) if header_len is None else header_len
     body = checkpoint.MAGIC + struct.pack("<II", version, n) + text + raw
@@ -64,7 +64,7 @@ def run_python(code: str, *args, **kw):
 
 def test_round_trip_keeps_seen_and_writes_a_private_file(tmp_path):
     path = str(tmp_path / "s.ckpt")
-    ck = Checkpoint("abc", S, streams(3, seen=[10.25, None, 3.0]), states(3))
+    ck = Checkpoint.of("abc", S, streams(3, seen=[10.25, None, 3.0]), states(3))
     checkpoint.save(path, ck)
     back = checkpoint.load(path)
     assert back.model_hash == "abc" and back.state_size == S
@@ -76,7 +76,7 @@ def test_round_trip_keeps_seen_and_writes_a_private_file(tmp_path):
 
 def test_empty_checkpoint_round_trips(tmp_path):
     path = str(tmp_path / "s.ckpt")
-    checkpoint.save(path, Checkpoint("abc", S, [], np.zeros((0, S), np.float32)))
+    checkpoint.save(path, Checkpoint.of("abc", S, [], np.zeros((0, S), np.float32)))
     back = checkpoint.load(path)
     assert back.streams == [] and back.states.shape == (0, S)
 
@@ -100,7 +100,7 @@ def test_hand_signed_file_loads_and_unknown_stream_keys_are_dropped(tmp_path):
 def test_save_refuses_states_of_the_wrong_shape(tmp_path):
     path = str(tmp_path / "s.ckpt")
     with pytest.raises(ValueError, match=r"shape \(2, 3\), expected \(3, 3\)"):
-        checkpoint.save(path, Checkpoint("abc", S, streams(3), states(2)))
+        checkpoint.save(path, Checkpoint.of("abc", S, streams(3), states(2)))
     assert os.listdir(tmp_path) == []
 
 
@@ -212,7 +212,7 @@ CORRUPT_FILES = {
     "states_missing": (dict(raw=b""), "states section is 0 bytes, expected 24"),
     "states_nan": (dict(raw=nan_state()), "stream 1: its state holds NaN or Inf"),
     "states_inf": (dict(raw=inf_state()), "stream 0: its state holds NaN or Inf"),
-    "version_newer": (dict(version=2), "version 2 was written by a newer edgelstm; upgrade edgelstm"),
+    "version_newer": (dict(version=3), "version 3 was written by a newer edgelstm; upgrade edgelstm"),
     "version_zero": (dict(version=0), "version 0 is not supported"),
 }
 
@@ -247,11 +247,97 @@ def test_bad_magic_and_bad_checksum_still_say_so(tmp_path):
         checkpoint.load(str(path))
 
 
+# --- version 2: positions as columns ------------------------------------------------------------------------
+
+
+def sign_v2(header: dict, positions: bytes, raw: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    body = checkpoint.MAGIC + struct.pack("<II", 2, len(text)) + text
+    body += bytes(-len(body) % 8) + positions + raw
+    return body + hashlib.sha256(body).digest()
+
+
+def good_v2():
+    ck = Checkpoint.of("abc", S, streams(2, seen=[5.0, None]), states(2))
+    header = {"model_hash": "abc", "state_size": S, "ids": ck.ids, "saved_at": 1.0}
+    return header, ck.positions.copy(), GOOD_RAW
+
+
+def test_version_2_is_what_save_writes_and_reads_back_bit_for_bit(tmp_path):
+    header, positions, raw = good_v2()
+    path = tmp_path / "s.ckpt"
+    checkpoint.save(str(path), Checkpoint("abc", S, header["ids"], positions, states(2)))
+    data = path.read_bytes()
+    assert struct.unpack_from("<I", data, 8)[0] == 2
+    at = data.index(positions.tobytes())
+    assert at % 8 == 0, "the positions section is 8-byte aligned"
+    back = checkpoint.load(str(path))
+    assert back.positions.tobytes() == positions.tobytes() and back.ids == ["s0", "s1"]
+    assert back.streams[1] == {"id": "s1", "last_seq": 1, "boot": 7, "last_t": 1001.5}
+    path.write_bytes(sign_v2(header, positions.tobytes(), raw))
+    assert checkpoint.load(str(path)).streams == back.streams
+
+
+def test_unknown_positions_round_trip_as_none(tmp_path):
+    path = str(tmp_path / "s.ckpt")
+    ck = Checkpoint.of("abc", S, [{"id": "a", "last_seq": None, "boot": None, "last_t": None}], states(1))
+    checkpoint.save(path, ck)
+    assert checkpoint.load(path).streams == [{"id": "a", "last_seq": None, "boot": None, "last_t": None}]
+
+
+def set_position(field, value, k=0):
+    def mutate(header, positions):
+        positions[k][field] = value
+    return mutate
+
+
+def set_ids(value):
+    def mutate(header, positions):
+        header["ids"] = value
+    return mutate
+
+
+CORRUPT_V2 = {
+    "ids_missing": (set_ids(None), "ids must be a list, found null"),
+    "ids_object": (set_ids({"s0": 1}), "ids must be a list, found an object"),
+    "id_number": (set_ids([5, "s1"]), "stream 0: id must be a non-empty string, found 5"),
+    "id_duplicate": (set_ids(["s0", "s0"]), "stream 1: id 's0' appears twice"),
+    "id_too_long": (set_ids(["s0", "y" * 129]), "stream 1: id is 129 UTF-8 bytes"),
+    "ids_one_too_many": (set_ids(["s0", "s1", "s2"]), r"positions section is 88 bytes, expected 96 \(3 streams x 32\)"),
+    "last_seq_2_32": (set_position("last_seq", 2**32), r"stream 0: last_seq must be -1 \(not known\) or in"),
+    "last_seq_minus_2": (set_position("last_seq", -2, k=1), "stream 1: last_seq must be -1"),
+    "boot_huge": (set_position("boot", 2**40), "stream 0: boot must be -1"),
+    "last_t_inf": (set_position("last_t", np.inf), "stream 0: last_t must be NaN .*found inf"),
+    "seen_minus_inf": (set_position("seen", -np.inf, k=1), "stream 1: seen must be NaN"),
+}
+
+
+@pytest.mark.parametrize("mutate, match", CORRUPT_V2.values(), ids=CORRUPT_V2.keys())
+def test_signed_but_invalid_version_2_is_a_checkpoint_error(tmp_path, mutate, match):
+    header, positions, raw = good_v2()
+    mutate(header, positions)
+    path = tmp_path / "s.ckpt"
+    path.write_bytes(sign_v2(header, positions.tobytes(), raw))
+    with pytest.raises(CheckpointError, match=match):
+        checkpoint.load(str(path))
+
+
+def test_version_2_sections_of_the_wrong_size_are_refused(tmp_path):
+    header, positions, raw = good_v2()
+    path = tmp_path / "s.ckpt"
+    path.write_bytes(sign_v2(header, positions.tobytes()[:-8], raw))
+    with pytest.raises(CheckpointError, match="expected 24"):
+        checkpoint.load(str(path))
+    path.write_bytes(sign_v2(header, positions.tobytes(), raw + b"\0" * 4))
+    with pytest.raises(CheckpointError, match="states section is 28 bytes, expected 24"):
+        checkpoint.load(str(path))
+
+
 # --- most_recent ---------------------------------------------------------------------------------------------
 
 
 def test_most_recent_keeps_the_latest_seen_streams_in_file_order():
-    ck = Checkpoint("abc", S, streams(5, seen=[5.0, 9.0, None, 9.0, 1.0]), states(5))
+    ck = Checkpoint.of("abc", S, streams(5, seen=[5.0, 9.0, None, 9.0, 1.0]), states(5))
     two = ck.most_recent(2)
     assert [s["id"] for s in two.streams] == ["s1", "s3"]
     assert np.array_equal(two.states, states(5)[[1, 3]]) and two.model_hash == "abc" and two.state_size == S
@@ -264,15 +350,15 @@ def test_most_recent_keeps_the_latest_seen_streams_in_file_order():
 
 
 def test_most_recent_ties_keep_file_order():
-    ck = Checkpoint("abc", S, streams(4, seen=[2.0, 2.0, 2.0, 1.0]), states(4))
+    ck = Checkpoint.of("abc", S, streams(4, seen=[2.0, 2.0, 2.0, 1.0]), states(4))
     assert [s["id"] for s in ck.most_recent(2).streams] == ["s0", "s1"]
-    unseen = Checkpoint("abc", S, streams(3), states(3))
+    unseen = Checkpoint.of("abc", S, streams(3), states(3))
     assert [s["id"] for s in unseen.most_recent(2).streams] == ["s0", "s1"]
 
 
 def test_most_recent_refuses_a_negative_capacity():
     with pytest.raises(ValueError, match="capacity must be >= 0"):
-        Checkpoint("abc", S, streams(1), states(1)).most_recent(-1)
+        Checkpoint.of("abc", S, streams(1), states(1)).most_recent(-1)
 
 
 # --- the lock ------------------------------------------------------------------------------------------------
@@ -407,7 +493,7 @@ EFBIG_WRITER = """
     n = 200
     ids = [{"id": f"n{i}", "last_seq": i, "boot": None, "last_t": None, "seen": 1.0} for i in range(n)]
     try:
-        checkpoint.save(sys.argv[1], checkpoint.Checkpoint("new", 50, ids, np.ones((n, 50), np.float32)))
+        checkpoint.save(sys.argv[1], checkpoint.Checkpoint.of("new", 50, ids, np.ones((n, 50), np.float32)))
     except OSError as exc:
         print(errno.errorcode[exc.errno])
     else:
@@ -418,7 +504,7 @@ EFBIG_WRITER = """
 def test_a_write_past_the_file_size_limit_keeps_the_old_checkpoint(tmp_path):
     """A real EFBIG (RLIMIT_FSIZE), the same path through the code as ENOSPC on a full disk."""
     path = str(tmp_path / "s.ckpt")
-    old = Checkpoint("old", S, streams(2, seen=[1.0, 2.0]), states(2))
+    old = Checkpoint.of("old", S, streams(2, seen=[1.0, 2.0]), states(2))
     checkpoint.save(path, old)
     out, err = run_python(EFBIG_WRITER, path).communicate(timeout=120)
     assert out.strip() == "EFBIG", err
@@ -432,12 +518,12 @@ def test_a_failing_rename_keeps_the_old_target_and_removes_the_temp(tmp_path):
     target.mkdir()                                   # os.replace of a file over a directory fails: EISDIR
     (target / "inside").write_bytes(b"keep")
     with pytest.raises(IsADirectoryError):
-        checkpoint.save(str(target), Checkpoint("abc", S, streams(2), states(2)))
+        checkpoint.save(str(target), Checkpoint.of("abc", S, streams(2), states(2)))
     assert (target / "inside").read_bytes() == b"keep" and sorted(os.listdir(tmp_path)) == ["s.ckpt"]
 
 
 def test_writes_to_impossible_places_raise_oserror_and_leave_nothing(tmp_path):
-    ck = Checkpoint("abc", S, streams(1), states(1))
+    ck = Checkpoint.of("abc", S, streams(1), states(1))
     (tmp_path / "plain").write_bytes(b"a file, not a directory")
     with pytest.raises(NotADirectoryError):
         checkpoint.save(str(tmp_path / "plain" / "s.ckpt"), ck)

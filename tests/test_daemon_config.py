@@ -238,7 +238,7 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     path = str(tmp_path / "s.ckpt")
     states = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
     streams = [{"id": f"s{i}", "last_seq": i, "boot": None, "last_t": None} for i in range(3)]
-    checkpoint.save(path, checkpoint.Checkpoint("abc", 5, streams, states))
+    checkpoint.save(path, checkpoint.Checkpoint.of("abc", 5, streams, states))
     back = checkpoint.load(path)
     assert back.streams == streams and np.array_equal(back.states, states)
     data = bytearray(open(path, "rb").read())

@@ -36,7 +36,7 @@ class Broker:
 
 
 def snapshot():
-    return checkpoint.Checkpoint("h", 2, [{"id": "a", "last_seq": 1, "boot": None, "last_t": None}],
+    return checkpoint.Checkpoint.of("h", 2, [{"id": "a", "last_seq": 1, "boot": None, "last_t": None}],
                                  np.zeros((1, 2), np.float32))
 
 

@@ -1,10 +1,13 @@
 """Checkpoints of every stream's state: written atomically, locked to one daemon, verified on read.
 
-File layout (little-endian):
-  magic b"ELSTMCK1" | u32 version | u32 header length N | header JSON (N bytes) |
-  float32 state[streams, S] | 32-byte SHA-256 of everything before it
-Header: {"model_hash", "state_size", "streams": [{"id", "last_seq", "boot", "last_t", "seen"?}], "saved_at"}.
-"seen" (our wall-clock time of the stream's last reading) is optional; a file without it reads as 0.0.
+File layout, version 2 (little-endian):
+  magic b"ELSTMCK1" | u32 version | u32 header length N | header JSON (N bytes) | zero padding to a multiple of 8 |
+  positions[streams] (POSITION, 32 bytes each) | float32 state[streams, S] | 32-byte SHA-256 of everything before it
+Header: {"model_hash", "state_size", "ids": [stream id, ...], "saved_at"}.
+Positions are columns, not JSON, so writing 4,096 streams costs one tobytes() instead of a json.dumps that holds
+the interpreter lock for milliseconds (benchmarks/README.md, "Checkpoint writes"). -1 and NaN mean "not known".
+Version 1 (read, never written) had the positions in the header: "streams": [{"id", "last_seq", "boot", "last_t",
+"seen"?}] and no padding.
 Written through fileio.atomic_write: a crash or a failed write leaves the old checkpoint or the new one, never a
 torn file. A valid SHA only proves the bytes are the ones written, so load() also checks every field.
 """
@@ -25,35 +28,69 @@ import numpy as np
 from ..errors import CheckpointError
 from ..fileio import atomic_write
 
-__all__ = ["MAGIC", "VERSION", "MAX_ID_BYTES", "Checkpoint", "CheckpointError", "Lock", "acquire_lock", "load",
-           "save"]
+__all__ = ["MAGIC", "VERSION", "MAX_ID_BYTES", "POSITION", "Checkpoint", "CheckpointError", "Lock", "acquire_lock",
+           "load", "save"]
 
 MAGIC = b"ELSTMCK1"
-VERSION = 1
+VERSION = 2
 MAX_ID_BYTES = 128                      # UTF-8 bytes of a stream id
 _PREFIX = struct.Struct("<8sII")        # magic, version, header length
 _DIGEST = 32                            # SHA-256
 _U32 = 2**32                            # sequence numbers and boot ids are u32 (PROTOCOL.md)
+_POSITION_KEYS = ("last_seq", "boot", "last_t", "seen")
+# a stream's place in its sequence; -1 (seq, boot) and NaN (times) stand for "not known"
+POSITION = np.dtype([("last_seq", "<i8"), ("boot", "<i8"), ("last_t", "<f8"), ("seen", "<f8")])
 
 
 @dataclass
 class Checkpoint:
     model_hash: str
     state_size: int
-    streams: list[dict]                 # id, last_seq, boot, last_t, and "seen" when known
-    states: np.ndarray                  # (len(streams), S) float32
+    ids: list[str]
+    positions: np.ndarray               # (len(ids),) POSITION; "seen" is our wall-clock time of the last reading
+    states: np.ndarray                  # (len(ids), S) float32
+
+    @classmethod
+    def of(cls, model_hash: str, state_size: int, streams: list[dict], states: np.ndarray) -> Checkpoint:
+        """From one dict per stream: {"id", "last_seq", "boot", "last_t", "seen"?}, None where not known."""
+        rows = [tuple(_known_or(s.get(key), key) for key in _POSITION_KEYS) for s in streams]
+        return cls(model_hash, state_size, [s["id"] for s in streams], np.array(rows, POSITION), states)
+
+    @property
+    def streams(self) -> list[dict]:
+        """One dict per stream, as `of` takes them; "seen" is left out when not known."""
+        out = []
+        for stream_id, row in zip(self.ids, self.positions.tolist()):
+            entry = {"id": stream_id, **{key: _none_if_unknown(v) for key, v in zip(_POSITION_KEYS, row)}}
+            if entry["seen"] is None:
+                del entry["seen"]
+            out.append(entry)
+        return out
 
     def most_recent(self, capacity: int) -> Checkpoint:
         """The `capacity` streams with the latest "seen" (ties: the earlier in the file), in file order.
 
         For a daemon restarted with fewer stream slots than the checkpoint holds: it keeps the streams
-        that were active last instead of refusing the whole checkpoint."""
+        that were active last instead of refusing the whole checkpoint. A stream never seen counts as seen at 0."""
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, not {capacity}")
-        # sorted() stays stable with reverse=True, so equal "seen" keep their file order
-        by_recency = sorted(range(len(self.streams)), key=lambda i: self.streams[i].get("seen", 0.0), reverse=True)
-        keep = np.array(sorted(by_recency[:capacity]), dtype=np.intp)
-        return Checkpoint(self.model_hash, self.state_size, [self.streams[i] for i in keep], self.states[keep])
+        seen = np.nan_to_num(self.positions["seen"], nan=0.0)
+        by_recency = np.argsort(-seen, kind="stable")       # stable: equal "seen" keep their file order
+        keep = np.sort(by_recency[:capacity])
+        return Checkpoint(self.model_hash, self.state_size, [self.ids[i] for i in keep], self.positions[keep],
+                          self.states[keep])
+
+
+def _known_or(value, key: str):
+    if value is not None:
+        return value
+    return -1 if key in ("last_seq", "boot") else math.nan
+
+
+def _none_if_unknown(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    return None if value < 0 else value
 
 
 class Lock:
@@ -124,13 +161,18 @@ def _write_pid(fd: int) -> None:
 def save(path: str, ckpt: Checkpoint) -> None:
     """Write `ckpt` to `path` atomically (mode 0600). Raises OSError if the write fails; the old checkpoint is then
     intact and no temporary file is left, so the caller can retry."""
+    n = len(ckpt.ids)
     states = np.ascontiguousarray(ckpt.states, "<f4")
-    if states.shape != (len(ckpt.streams), ckpt.state_size):
+    if states.shape != (n, ckpt.state_size):
         raise ValueError(f"checkpoint states have shape {states.shape}, expected "
-                         f"({len(ckpt.streams)}, {ckpt.state_size}): one row of state_size per stream")
-    header = json.dumps({"model_hash": ckpt.model_hash, "state_size": ckpt.state_size,
-                         "streams": ckpt.streams, "saved_at": time.time()}).encode()
-    chunks = [_PREFIX.pack(MAGIC, VERSION, len(header)), header, states.tobytes()]
+                         f"({n}, {ckpt.state_size}): one row of state_size per stream")
+    positions = np.ascontiguousarray(ckpt.positions, POSITION)
+    if positions.shape != (n,):
+        raise ValueError(f"checkpoint positions have shape {positions.shape}, expected ({n},): one per stream")
+    header = json.dumps({"model_hash": ckpt.model_hash, "state_size": ckpt.state_size, "ids": ckpt.ids,
+                         "saved_at": time.time()}).encode()
+    prefix = _PREFIX.pack(MAGIC, VERSION, len(header))
+    chunks = [prefix, header, bytes(_pad8(len(prefix) + len(header))), positions.tobytes(), states.tobytes()]
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(chunk)
@@ -141,20 +183,30 @@ def load(path: str) -> Checkpoint:
     """Raises FileNotFoundError (or another OSError), or CheckpointError saying what is wrong with the file."""
     with open(path, "rb") as fh:
         data = fh.read()
-    header, states_at = _verified_header(data)
+    version, header, body_at = _verified_header(data)
     model_hash = header.get("model_hash")
     if not isinstance(model_hash, str):
         raise CheckpointError(f"checkpoint header: model_hash must be a string, found {_kind(model_hash)}")
     size = header.get("state_size")
     if not isinstance(size, int) or not _is_int(size) or size <= 0:
         raise CheckpointError(f"checkpoint header: state_size must be a positive integer, found {_kind(size)}")
-    streams = _checked_streams(header.get("streams"))
-    states = _checked_states(data[states_at:len(data) - _DIGEST], len(streams), size)
-    return Checkpoint(model_hash, size, streams, states)
+    body = data[body_at:len(data) - _DIGEST]
+    if version == 1:
+        streams = _checked_streams(header.get("streams"))
+        return Checkpoint.of(model_hash, size, streams, _checked_states(body, len(streams), size))
+    ids = _checked_ids(header.get("ids"))
+    padding = _pad8(body_at)
+    positions = _checked_positions(body[padding:padding + len(ids) * POSITION.itemsize], len(ids))
+    states = _checked_states(body[padding + positions.nbytes:], len(ids), size)
+    return Checkpoint(model_hash, size, ids, positions, states)
 
 
-def _verified_header(data: bytes) -> tuple[dict, int]:
-    """The header object and the offset of the states section, once magic, checksum and version are right."""
+def _pad8(offset: int) -> int:
+    return -offset % 8
+
+
+def _verified_header(data: bytes) -> tuple[int, dict, int]:
+    """(version, the header object, the offset just after it), once magic, checksum and version are right."""
     if len(data) < _PREFIX.size + _DIGEST or data[:8] != MAGIC:
         raise CheckpointError("not an edgelstm checkpoint (bad magic or truncated)")
     if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
@@ -162,7 +214,7 @@ def _verified_header(data: bytes) -> tuple[dict, int]:
     _, version, n = _PREFIX.unpack_from(data)
     if version > VERSION:
         raise CheckpointError(f"checkpoint version {version} was written by a newer edgelstm; upgrade edgelstm")
-    if version != VERSION:
+    if version not in (1, VERSION):
         raise CheckpointError(f"checkpoint version {version} is not supported")
     end = _PREFIX.size + n
     if end > len(data) - _DIGEST:
@@ -173,7 +225,39 @@ def _verified_header(data: bytes) -> tuple[dict, int]:
         raise CheckpointError(f"checkpoint header is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"checkpoint header must be a JSON object, found {_kind(header)}")
-    return header, end
+    return version, header, end
+
+
+def _checked_ids(ids) -> list[str]:
+    if not isinstance(ids, list):
+        raise CheckpointError(f"checkpoint header: ids must be a list, found {_kind(ids)}")
+    seen_ids: set[str] = set()
+    for k, stream_id in enumerate(ids):
+        _check_id(k, stream_id)
+        if stream_id in seen_ids:
+            raise CheckpointError(f"checkpoint stream {k}: id {stream_id!r} appears twice")
+        seen_ids.add(stream_id)
+    return ids
+
+
+def _checked_positions(section: bytes, n_streams: int) -> np.ndarray:
+    """(n_streams,) POSITION: sequence numbers and boots -1 or u32, times NaN (not known) or finite."""
+    if len(section) != n_streams * POSITION.itemsize:
+        raise CheckpointError(f"checkpoint positions section is {len(section)} bytes, expected "
+                              f"{n_streams * POSITION.itemsize} ({n_streams} streams x {POSITION.itemsize})")
+    positions = np.frombuffer(section, POSITION).copy()
+    for key in ("last_seq", "boot"):
+        _first_bad(positions[key], (positions[key] >= -1) & (positions[key] < _U32),
+                   f"{key} must be -1 (not known) or in [0, 2**32)")
+    for key in ("last_t", "seen"):
+        _first_bad(positions[key], ~np.isinf(positions[key]), f"{key} must be NaN (not known) or finite")
+    return positions
+
+
+def _first_bad(values: np.ndarray, ok: np.ndarray, rule: str) -> None:
+    if not ok.all():
+        k = int(np.flatnonzero(~ok)[0])
+        raise CheckpointError(f"checkpoint stream {k}: {rule}, found {values[k]}")
 
 
 def _checked_streams(streams) -> list[dict]:

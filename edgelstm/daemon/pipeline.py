@@ -8,6 +8,7 @@ ends here as a prediction or a counted rejection, and is handed to the ledger fo
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -174,14 +175,13 @@ class Pipeline:
     def snapshot(self, now: float) -> checkpoint.Checkpoint:
         """Every stepped stream's state and position, copied."""
         wall = time.time()
-        ids = [s for s, t in self.seq.tracks.items() if t.last_seq is not None and s in self.bank]
+        tracks = self.seq.tracks
+        ids = [s for s, t in tracks.items() if t.last_seq is not None and s in self.bank]
         states = self.bank.states(ids).reshape(len(ids), self.model.state_size)
-        streams = []
-        for s in ids:
-            t = self.seq.tracks[s]
-            streams.append({"id": s, "last_seq": t.last_seq, "boot": t.boot, "last_t": t.last_t,
-                            "seen": wall - (now - t.last_seen)})
-        return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, streams, states)
+        rows = [(t.last_seq, -1 if t.boot is None else t.boot, math.nan if t.last_t is None else t.last_t,
+                 wall - (now - t.last_seen)) for t in map(tracks.__getitem__, ids)]
+        positions = np.array(rows, checkpoint.POSITION)
+        return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, ids, positions, states)
 
     def restore_from(self, path: str, now: float) -> None:
         """Start from the checkpoint at `path` when it is usable and of this model."""
@@ -208,16 +208,17 @@ class Pipeline:
         """Streams from a checkpoint of this model, least recently seen first (so the LRU order
         holds); at most capacity of them, the most recent."""
         wall = time.time()
-        if len(ckpt.streams) > self.cfg.capacity:
+        if len(ckpt.ids) > self.cfg.capacity:
             log.warning("checkpoint holds %d streams, capacity is %d: keeping the %d most recent (raise capacity "
-                        "to keep them all)", len(ckpt.streams), self.cfg.capacity, self.cfg.capacity)
+                        "to keep them all)", len(ckpt.ids), self.cfg.capacity, self.cfg.capacity)
             ckpt = ckpt.most_recent(self.cfg.capacity)
-        order = sorted(range(len(ckpt.streams)), key=lambda i: ckpt.streams[i].get("seen", 0.0))
+        streams = ckpt.streams
+        order = sorted(range(len(streams)), key=lambda i: streams[i].get("seen", 0.0))
         for i in order:
-            meta = ckpt.streams[i]
+            meta = streams[i]
             self.bank.set_state(meta["id"], StreamState(self.model.content_hash, ckpt.states[i]))
             seen = now - max(0.0, wall - meta.get("seen", wall))
-            self.seq.restore(meta["id"], meta["last_seq"], meta.get("boot"), meta.get("last_t"), seen)
+            self.seq.restore(meta["id"], meta["last_seq"], meta["boot"], meta["last_t"], seen)
         return len(order)
 
     def swap_model(self, new: Model) -> bool:
