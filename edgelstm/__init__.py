@@ -7,6 +7,8 @@
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from . import _numba  # noqa: F401  (sets the numba cache directory before numba loads)
 from .engine import Model, Stream, StreamBank, StreamState
 from .errors import (
@@ -17,10 +19,22 @@ from .errors import (
     StateError,
     UnsafePickleError,
 )
-from .model.from_torch import from_torch
 from .model.layers import Activation, Affine, AttentionPool, CausalConv1d, Head, LayerNorm, Linear
 from .model.loader import load
 from .model.spec import ModelSpec, RecurrentLayer
+
+if TYPE_CHECKING:
+    from .model.from_torch import from_torch
+
+
+def __getattr__(name: str):
+    # from_torch pulls in the state_dict reader and the arch grammar: imported on first use, so
+    # a daemon that only loads an .elstm starts faster (bench_startup.py)
+    if name == "from_torch":
+        from .model.from_torch import from_torch
+        return from_torch
+    raise AttributeError(f"module 'edgelstm' has no attribute {name!r}")
+
 
 __all__ = [
     "Activation",

@@ -1,4 +1,8 @@
-"""edgelstm.load: any supported file to a ready Model (no torch needed)."""
+"""edgelstm.load: any supported file to a ready Model (no torch needed).
+
+The readers are imported when a file needs them: a daemon loading its .elstm does not pay for
+the ONNX, Keras and pickle readers at every start (bench_startup.py measures the warm start).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,20 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from . import deploy
-from .keras_file import is_keras_archive, read_keras
-from .module_graph import load_torchscript, with_proposal
-from .module_tree import modules_as_state_dicts, read_module_tree
-from .onnx_file import read_onnx
-from .onnx_proto import looks_like_onnx
-from .rtneural_json import is_rtneural_json, read_rtneural
-from .safetensors_file import read_safetensors
-from .state_dict import spec_from_state_dict
-from .torch_file import archive_layout, is_legacy, is_zip, read_torch_file
 
-GRAPH_READERS = {"keras": read_keras, "rtneural": read_rtneural, "onnx": read_onnx}
+GRAPH_FORMATS = ("keras", "rtneural", "onnx")      # files that hold their whole graph
+
+
+def graph_reader(fmt: str):
+    """The reader of a file that holds its whole graph: (path, **options) -> ModelSpec."""
+    if fmt == "keras":
+        from .keras_file import read_keras
+        return read_keras
+    if fmt == "rtneural":
+        from .rtneural_json import read_rtneural
+        return read_rtneural
+    from .onnx_file import read_onnx
+    return read_onnx
 
 
 def sniff(path) -> str:
@@ -29,6 +36,10 @@ def sniff(path) -> str:
         head = fh.read(40)
     if head[:8] == deploy.MAGIC:
         return "elstm"
+    from .keras_file import is_keras_archive
+    from .onnx_proto import looks_like_onnx
+    from .rtneural_json import is_rtneural_json
+    from .torch_file import archive_layout, is_legacy, is_zip
     if is_zip(path):
         try:
             with zipfile.ZipFile(path) as z:
@@ -56,6 +67,9 @@ def sniff(path) -> str:
 
 def read_arrays(path, fmt: str):
     """The file's contents as NumPy arrays: a state_dict or checkpoint dict (whole modules flattened)."""
+    from .module_tree import modules_as_state_dicts, read_module_tree
+    from .safetensors_file import read_safetensors
+    from .torch_file import read_torch_file
     if fmt in ("torch", "torch-legacy"):
         return modules_as_state_dicts(read_torch_file(path))
     if fmt == "torchscript":
@@ -76,8 +90,10 @@ def load_spec(path, **options):
     fmt = sniff(path)
     if fmt == "elstm":
         return deploy.load(path)
-    if fmt in GRAPH_READERS:                 # files that hold their whole graph (Keras, RTNeural)
-        return GRAPH_READERS[fmt](path, **options)
+    if fmt in GRAPH_FORMATS:
+        return graph_reader(fmt)(path, **options)
+    from .module_graph import load_torchscript, with_proposal
+    from .state_dict import spec_from_state_dict
     if fmt == "torchscript":                 # forward() is in the archive, as text
         return load_torchscript(path, **options)
     source = {"file": os.path.basename(path), "format": fmt}
