@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from . import __version__
+from .convert_options import add_name_options, named
 from .errors import EdgeLSTMError, ModelFormatError
 
 log = logging.getLogger("edgelstm")
@@ -92,6 +93,7 @@ def cmd_convert(args) -> int:
         out = args.output or os.path.splitext(args.source)[0] + ".elstm"
     else:
         raise EdgeLSTMError("give a model file to convert, or --module and --weights")
+    spec = named(spec, args)
     digest = deploy.save(spec, out)
     print(f"wrote {out}  ({os.path.getsize(out):,} bytes, hash {digest[:12]})")
     print(spec.describe())
@@ -309,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", metavar="FILE", help="its state_dict (torch.save(model.state_dict(), FILE))")
     g.add_argument("--input-size", type=int, metavar="N", help="features per reading (default: from the weights)")
     _model_options(p)
+    add_name_options(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export-c", help="generate portable C99 for a microcontroller (float32 or int8 weights)",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._numba import compiled_entry, compiled_for
-from .errors import InputError, NumericalError, StateError
+from .errors import InputError, ModelFormatError, NumericalError, StateError
 from .kernels import cpu, sequence
 from .kernels.layout import WORK_WIDTH, pack, plain_graph
 from .model.spec import ModelSpec
@@ -51,6 +51,10 @@ class Model:
         self.former_hashes = tuple(h for h in (spec.source.get("content_sha256_v1"),) if isinstance(h, str))
         self.input_size, self.output_size = spec.input_size, spec.output_size
         self.state_size = spec.state_size
+        # names of y's columns (model/names.py), empty when the model has none
+        self.labels: tuple[str, ...] = spec.names.labels
+        self.output_names: tuple[str, ...] = spec.names.outputs
+        self.output_units: tuple[str, ...] = spec.names.units      # "" where an output has no unit
         self._kernel = None
         self._sequence = None                            # sequence_kernel()
         self.seq_weights: np.ndarray | None = None       # its transposed weights, on first use
@@ -110,6 +114,15 @@ class Model:
         self.kernel()
         if sequences and self.layerwise:
             self.sequence_kernel()
+
+    def label_of(self, y) -> str:
+        """The label of y's largest value (a prediction (O,) of this model); ModelFormatError without labels."""
+        if not self.labels:
+            raise ModelFormatError("this model has no labels; convert it with --labels (edgelstm convert --help)")
+        y = np.asarray(y)
+        if y.shape != (self.output_size,):
+            raise InputError(f"y has shape {y.shape}; this model's predictions are ({self.output_size},)")
+        return self.labels[int(np.argmax(y))]
 
     @property
     def parameter_count(self) -> int:

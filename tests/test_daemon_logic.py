@@ -197,3 +197,32 @@ def test_per_stream_cost_at_defaults_stays_under_8_kb():
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert used / n <= 8 * 1024, f"{used / n:.0f} bytes per stream"
+
+
+def test_a_model_with_labels_sends_label_and_p_and_a_reload_can_rename_them(tmp_path, capfd):
+    """Predictions of a model converted with --labels carry its top class and that class's
+    probability (the activity model's y are logits: p = softmax(y)[top]); a SIGHUP reload of the
+    same weights with other names keeps the hash and the streams' state and sends the new names."""
+    import json
+
+    from edgelstm.model import deploy
+    from edgelstm.model.names import OutputNames
+    labels = ("still", "walking", "running")
+    spec = deploy.load(MODEL)
+    deploy.save(spec.with_names(OutputNames(labels=labels)), tmp_path / "m.elstm")
+    cfg = DaemonConfig(model=str(tmp_path / "m.elstm"), serial=SerialConfig(port="/dev/null"), output="stdout",
+                       policy=PolicyConfig(stream_ttl_s=0)).validate()
+    d = Daemon(cfg)
+    process(d, [msg(s) for s in range(3)] + [msg(1)])          # seq 1 twice: the second is a replay
+    deploy.save(spec.with_names(OutputNames(outputs=("a", "b", "c"), units=("", "", "m"))), tmp_path / "m.elstm")
+    d.reload()
+    process(d, [msg(3)])
+    out = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert [(o["seq"], o.get("replay", False)) for o in out] == [(0, False), (1, False), (2, False), (1, True),
+                                                                 (3, False)]
+    for o in out[:4]:
+        y = EXPECTED[o["seq"]].astype(np.float64)
+        assert o["label"] == labels[int(np.argmax(y))] and o["y"] == EXPECTED[o["seq"]].tolist()
+        assert o["p"] == pytest.approx(np.exp(y - y.max()).max() / np.exp(y - y.max()).sum(), rel=1e-6)
+        assert o["model"] == edgelstm.Model(spec).content_hash
+    assert "label" not in out[4] and [out[4][k] for k in "abc"] == EXPECTED[3].tolist() == out[4]["y"]

@@ -160,6 +160,50 @@ def test_prediction_json_is_what_json_dumps_writes(stream, y, replay):
     assert got == json.dumps(want, separators=(",", ":")).encode()
 
 
+def _softmax(y):
+    e = np.exp(y.astype(np.float64) - y.max())
+    return e / e.sum()
+
+
+@pytest.mark.parametrize("scores", ["logits", "probabilities", "log_probabilities"])
+@pytest.mark.parametrize("stream,y,replay", [
+    ("s1", [0.1, -2.5e-7, 3.0], False),
+    ("s2", [0.5, 0.5, 0.25], True),                                       # a tie: the first wins, as argmax
+    ('we"ird\\/é', [float("inf"), float("-inf"), float("nan")], True),  # no top class: null, null
+    ("x", list(np.random.default_rng(0).standard_normal(8)), False),
+])
+def test_prediction_json_with_labels_is_what_json_dumps_writes(stream, y, replay, scores):
+    y = np.array(y, np.float32)
+    if scores != "logits" and np.isfinite(y).all():     # what a softmax or log-softmax layer writes
+        y = _softmax(y).astype(np.float32)
+        y = np.log(y) if scores == "log_probabilities" else y
+    labels = tuple(f"classe-{k}-été\"\\" for k in range(len(y)))       # non-ASCII, quotes, backslashes
+    got = payload.prediction_json(stream, 7, 1.5, 2.5, "ab12", y, replay=replay,
+                                  names=payload.PredictionFormat(labels, (), scores))
+    want = {"stream": stream, "seq": 7, "t_in": 1.5, "t_out": 2.5, "model": "ab12", "y": [float(v) for v in y]}
+    if np.isfinite(y).all():
+        top = int(np.argmax(y))
+        p = json.loads(got)["p"]
+        assert p == pytest.approx(_softmax(y)[top] if scores == "logits" else
+                                  np.exp(y[top]) if scores == "log_probabilities" else y[top], rel=1e-6)
+        want.update(label=labels[top], p=p)
+    else:
+        want.update(label=None, p=None)
+    if replay:
+        want["replay"] = True
+    assert got == json.dumps(want, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("y", [[21.5, 40.25, -3e-8], [float("nan"), float("inf"), 1.0]])
+def test_prediction_json_with_named_outputs_is_what_json_dumps_writes(y):
+    y = np.array(y, np.float32)
+    names = ("temperature", "humidité", "Δp")
+    got = payload.prediction_json("room", 3, 1.0, 2.0, "ab12", y, names=payload.PredictionFormat((), names))
+    want = {"stream": "room", "seq": 3, "t_in": 1.0, "t_out": 2.0, "model": "ab12", "y": [float(v) for v in y]}
+    want.update({name: float(v) for name, v in zip(names, y)})
+    assert got == json.dumps(want, separators=(",", ":")).encode()
+
+
 # ---- every decoder rejects bad input with a Rejected error, never another exception ----
 
 def reason_of(decode, *args) -> str:

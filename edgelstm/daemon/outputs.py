@@ -9,7 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..protocol.payload import prediction_json
+from ..engine import Model
+from ..protocol.payload import PredictionFormat, prediction_json
 from ..transports.mqtt_link import MqttLink
 from .config import DaemonConfig
 from .messages import ReadingMsg
@@ -19,15 +20,21 @@ Sink = Callable[[str, int, float, np.ndarray, bool], None]
 
 
 class Outputs:
-    def __init__(self, cfg: DaemonConfig, model_hash: str, mqtt: MqttLink | None, sink: Sink | None,
+    def __init__(self, cfg: DaemonConfig, model: Model, mqtt: MqttLink | None, sink: Sink | None,
                  count: Callable[[str], None]):
-        self.model_hash = model_hash
+        self.use_model(model)
         self._mqtt = mqtt if cfg.output_kind == "mqtt" else None
         self._sink = sink
         self._count = count
         self._reply = cfg.serial.reply
         self._topic = cfg.mqtt.publish
         self._client_id = cfg.mqtt.client_id
+
+    def use_model(self, model: Model) -> None:
+        """Publish as `model`'s predictions (at start and after a reload): its hash and its names."""
+        self.model_hash = model.content_hash
+        self.names = PredictionFormat(model.labels, model.output_names, model.spec.scores) \
+            if model.spec.names else None
 
     def emit(self, msg: ReadingMsg, t_in: float, y: np.ndarray, replay: bool = False) -> None:
         seq = msg.reading.seq
@@ -36,7 +43,8 @@ class Outputs:
         if self._sink is not None:
             self._sink(msg.stream, seq, t_in, y, replay)
             return
-        data = prediction_json(msg.stream, seq, t_in, time.time(), self.model_hash, y, replay=replay)
+        data = prediction_json(msg.stream, seq, t_in, time.time(), self.model_hash, y, replay=replay,
+                               names=self.names)
         if self._mqtt is not None:
             self._mqtt.publish(self._topic.format(stream=msg.stream, client_id=self._client_id), data)
         else:

@@ -234,7 +234,7 @@ class Pipeline:
         ids = self.bank.ids if same else []
         states = self.bank.states(ids)
         self.model = new
-        self.outputs.model_hash = new.content_hash
+        self.outputs.use_model(new)
         self.bank = new.bank(self.cfg.capacity, backend=self.cfg.backend)
         for s, values in zip(ids, states):
             self.bank.set_state(s, StreamState(new.content_hash, values))

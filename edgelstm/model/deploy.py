@@ -5,7 +5,9 @@ Layout (all integers little-endian):
   offset 8   u32       format version (FORMAT_VERSION)
   offset 12  u32       header length N in bytes
   offset 16  N bytes   header, UTF-8 JSON: {"format", "version", "architecture", "tensors",
-                       "source", "content_sha256", "edgelstm_version"}; architecture is
+                       "source", "content_sha256", "edgelstm_version"} and, for a model with
+                       names (names.py), "labels": ["still", ...] or "outputs": [{"name":
+                       "temperature", "unit": "°C"}, {"name": "count"}, ...]; architecture is
                        ModelSpec.architecture() (version 2: recurrent layers, pre/post layers,
                        heads; version 1 had only a head and two normalisations); tensors maps each name
                        to {"dtype": "<f4", "shape": [...], "offset": o, "nbytes": n}, offsets
@@ -17,6 +19,10 @@ A reader rejects an unknown magic or a newer version, checks every tensor's boun
 recomputes the content hash over the stored architecture and weights before trusting the
 file. Version 1 files are still read; a model read from one keeps its old hash in
 source["content_sha256_v1"], so checkpoints written under it stay valid.
+
+Names are metadata outside the content hash (see ModelSpec.names): a file without them is
+byte for byte what it was before they existed, and an older edgelstm reading a file with them
+ignores the two keys. They are checked on reading by the rules convert applies.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ..errors import ModelFormatError
 from ..fileio import atomic_write
 from .layers import Affine, Head, Linear
 from .layers import from_config as layer_from_config
+from .names import OutputNames
 from .spec import ModelSpec, RecurrentLayer, content_hash
 
 MAGIC = b"ELSTM\x00\r\n"
@@ -54,7 +61,7 @@ def save(spec: ModelSpec, path) -> str:
     header = json.dumps({
         "format": "edgelstm", "version": FORMAT_VERSION, "architecture": spec.architecture(),
         "tensors": tensors, "source": spec.source, "content_sha256": digest,
-        "edgelstm_version": __version__,
+        "edgelstm_version": __version__, **spec.names.header(),
     }, sort_keys=True).encode()
     prefix = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header)) + header
     # 0644: a model file holds no secrets and is read by daemons running as other users
@@ -78,6 +85,8 @@ def read_header(data: bytes) -> tuple[dict, int]:
         header = json.loads(data[16:16 + n])
     except ValueError as exc:
         raise ModelFormatError(f".elstm header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError(f".elstm header is a JSON {type(header).__name__}, not an object; the file is damaged")
     return header, 16 + n + _pad(16 + n)
 
 
@@ -106,7 +115,18 @@ def load(path) -> ModelSpec:
                                f"the file is damaged") from None
     if spec.content_hash() != stored:
         raise ModelFormatError(f"{path}: the architecture does not match its weights; the file is damaged")
-    return spec
+    return _with_names(spec, header, path)
+
+
+def _with_names(spec: ModelSpec, header: dict, path) -> ModelSpec:
+    """spec with the header's labels or output names, if it has any."""
+    if "labels" not in header and "outputs" not in header:
+        return spec
+    try:
+        return spec.with_names(OutputNames.from_header(header, spec.output_size))
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: unusable output names in the header ({exc}); the file is damaged: "
+                               f"convert the model again") from None
 
 
 def _recurrent(arch: dict, a: dict) -> tuple[RecurrentLayer, ...]:

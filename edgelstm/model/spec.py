@@ -6,6 +6,7 @@ spec can be checked against a state_dict by eye. Kernels pack their own layout f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from .layers import Affine, AttentionPool, CausalConv1d, Head, Linear, check_cha
 from .layers import arrays as layer_arrays
 from .layers import config as layer_config
 from .layers import describe as describe_layer
+from .names import NO_NAMES, OutputNames, scores_of
 
 GATES = {"lstm": 4, "gru": 3}
 
@@ -102,6 +104,10 @@ class ModelSpec:
     post: tuple = ()            # layers applied to the last recurrent layer's output
     heads: tuple[Head, ...] = ()
     source: dict = field(default_factory=dict, compare=False)  # provenance, not part of the hash
+    # Labels or named outputs (names.py); not part of the hash either: the hash names what y is
+    # computed from, which checkpoints and StreamStates are keyed by, so renaming a class keeps
+    # every stream's state, and a model without names keeps the hash it always had.
+    names: OutputNames = field(default=NO_NAMES, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("layers", "pre", "post", "heads"):
@@ -134,6 +140,9 @@ class ModelSpec:
             check_chain(h.layers, trunk, f"head {h.name!r}")
         self._sizes: tuple[int, int]        # (input size, trunk size); declared here, so not a dataclass field
         object.__setattr__(self, "_sizes", (n_in, trunk))
+        if not isinstance(self.names, OutputNames):
+            raise ModelFormatError(f"names must be an OutputNames, got {type(self.names).__name__}")
+        self.names.check_fits(self.output_size, tuple(h.name for h in self.heads))
 
     @classmethod
     def classic(cls, layers, head: Linear | None = None, input_norm: Affine | None = None,
@@ -168,6 +177,19 @@ class ModelSpec:
         if post and isinstance(post[0], Affine) and not post[0].offset.any():
             post.pop(0)
         return f"the output layer {describe_layer(post[0])}" if post else None
+
+    def with_names(self, names: OutputNames) -> ModelSpec:
+        """The same model (the same hash) with these labels or output names; ModelFormatError if they do not fit."""
+        return dataclasses.replace(self, names=names)
+
+    @property
+    def scores(self) -> str:
+        """What y holds for a classifier (names.SCORES), from the layer that writes y; "logits"
+        when several heads write it."""
+        if len(self.heads) > 1:
+            return "logits"
+        chain = self.post + (self.heads[0].layers if self.heads else ())
+        return scores_of(chain[-1] if chain else None)
 
     @property
     def head_layers(self) -> tuple:
@@ -258,4 +280,6 @@ class ModelSpec:
             chain = " > ".join(describe_layer(x) for x in h.layers) or "(trunk as is)"
             lines.append(f"  head {h.name}: {chain}")
         lines.append(f"  output {self.output_size}")
+        if self.names:
+            lines.append(self.names.describe(self.scores))
         return "\n".join(lines)

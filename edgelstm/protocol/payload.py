@@ -6,6 +6,10 @@ MQTT reading payloads (README "Payloads"):
   JSON    {"seq": 17, "t": 1763800000.25, "x": [0.1, 0.2, 0.3], "boot": 7}   (t, boot optional)
   binary  0xB1 | flags u8 | boot u16 | seq u32 | t f64 | x float32[n], little-endian
 Serial line mode, one reading per line:  JSON as above plus "stream", or CSV "stream,seq,x0,x1,..."
+
+Predictions (prediction_json):
+  {"stream": "wrist1", "seq": 17, "t_in": ..., "t_out": ..., "model": "<hash>", "y": [...]}
+  then "label", "p" (a model with labels) or one field per named output, then "replay": true
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import PayloadError
+from ..model.names import top_class
 from .frame import VERSION, Frame, MsgType
 from .stream_id import check_stream_id
 
@@ -214,14 +219,42 @@ def _csv_seq(field: bytes) -> int:
     return _u32(seq, "seq")
 
 
+class PredictionFormat:
+    """What a model's predictions carry besides y, encoded once per model (prediction_json runs per
+    prediction). With labels: "label" (the top class) and "p" (its probability, by the rule of
+    `scores`: model/names.py), both null when y is not finite. With output names: each column
+    again under its name, after "y" (which stays, for readers of y)."""
+
+    def __init__(self, labels: tuple[str, ...] = (), output_names: tuple[str, ...] = (), scores: str = "logits"):
+        """scores: what y holds (model/names.py SCORES), as ModelSpec.scores says."""
+        self.labels = tuple(encode_basestring_ascii(label) for label in labels)      # JSON strings, quoted
+        self.keys = tuple(f",{encode_basestring_ascii(name)}:" for name in output_names)  # ',"name":' per column
+        self.scores = scores
+
+    def fields(self, values: list[float], texts: list[str], finite: bool) -> str:
+        """The fields after "y", each with its leading comma: values (O,) and their JSON texts."""
+        if self.labels:
+            if not finite:
+                return ',"label":null,"p":null'
+            top, p = top_class(values, self.scores)
+            return f',"label":{self.labels[top]},"p":{p!r}'
+        return "".join(map(str.__add__, self.keys, texts))
+
+
 def prediction_json(stream: str, seq: int, t_in: float, t_out: float, model_hash: str, y,
-                    replay: bool = False) -> bytes:
+                    replay: bool = False, names: PredictionFormat | None = None) -> bytes:
     """replay: the reading came again and this is the answer made the first time (state not stepped).
+    names: the model's labels or output names, if it has any.
     Formatted by hand (this runs per prediction; json.dumps of a dict cost ~3x more); the same
     bytes json.dumps(..., separators=(",", ":")) writes, which the tests check."""
-    values = ",".join(map(repr, y.tolist()))
-    if "n" in values:                           # inf or nan: let json write what it writes for them
-        values = ",".join(json.dumps(v) for v in y.tolist())
+    ys = y.tolist()
+    texts = list(map(repr, ys))
+    values = ",".join(texts)
+    finite = "n" not in values
+    if not finite:                              # inf or nan: let json write what it writes for them
+        texts = list(map(json.dumps, ys))
+        values = ",".join(texts)
+    extra = names.fields(ys, texts, finite) if names is not None else ""
     return (f'{{"stream":{encode_basestring_ascii(stream)},"seq":{seq},"t_in":{float(t_in)!r},'
-            f'"t_out":{float(t_out)!r},"model":{encode_basestring_ascii(model_hash)},"y":[{values}]'
+            f'"t_out":{float(t_out)!r},"model":{encode_basestring_ascii(model_hash)},"y":[{values}]{extra}'
             + (',"replay":true}' if replay else "}")).encode()
