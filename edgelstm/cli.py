@@ -195,7 +195,7 @@ def cmd_warmup(args) -> int:
     from .model.loader import load
     t0 = time.perf_counter()
     model = load(args.model, **_load_options(args))
-    model.warmup(sequences=True)          # the step kernel and the layer-wise one of step_many
+    model.warmup(sequences=True, banks=True)   # step, step_many layer by layer, big batches
     print(f"kernels ready in {time.perf_counter() - t0:.2f} s (cache: {_numba.cache_dir()})")
     return 0
 

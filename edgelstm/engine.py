@@ -13,8 +13,8 @@ import numpy as np
 
 from ._numba import compiled_entry, compiled_for
 from .errors import InputError, ModelFormatError, NumericalError, StateError
-from .kernels import cpu, sequence
-from .kernels.layout import WORK_WIDTH, pack, plain_graph
+from .kernels import bank_gemm, cpu, sequence
+from .kernels.layout import WORK_WIDTH, pack, plain_graph, stateless_graph
 from .model.spec import ModelSpec
 
 _F32 = np.dtype(np.float32)
@@ -60,6 +60,10 @@ class Model:
         self.seq_weights: np.ndarray | None = None       # its transposed weights, on first use
         # step_many runs layer by layer (kernels/sequence.py) when the model allows it
         self.layerwise = plain_graph(self.meta) and sequence.sequence_ok(self.meta)
+        # banks step big batches as matrix products (kernels/bank_gemm.py) for the same models
+        self.gemm = (sequence.sequence_ok(self.meta) and stateless_graph(self.meta)
+                     and bank_gemm.blas_is_fast())
+        self._gemm_kernels = None
 
     def kernel(self):
         """The compiled entry point, kernels.cpu.step or step_graph (compiled, or loaded from
@@ -84,6 +88,14 @@ class Model:
                                           np.zeros(1, np.int8))
         return self._sequence
 
+    def gemm_kernels(self):
+        """kernels.bank_gemm's three kernels, compiled (or loaded from the cache) on first use."""
+        if self._gemm_kernels is None:
+            state, status = np.zeros((1, self.state_size), np.float32), np.zeros(1, np.int8)
+            self._gemm_kernels = bank_gemm.compile_kernels(self.params, self.meta, state, self.new_work(), status,
+                                                           plain_graph(self.meta))
+        return self._gemm_kernels
+
     def sequence_weights(self) -> np.ndarray:
         if self.seq_weights is None:
             self.seq_weights = sequence.transposed_weights(self.meta, self.params)
@@ -107,13 +119,16 @@ class Model:
         """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
         return np.zeros((cpu.TILE, int(self.meta[WORK_WIDTH])), np.float32)
 
-    def warmup(self, sequences: bool = False) -> None:
+    def warmup(self, sequences: bool = False, banks: bool = False) -> None:
         """Compile (or load from the cache) the step kernel now instead of on the first reading;
-        with sequences=True also the layer-wise one step_many uses (`edgelstm warmup` does both).
-        The daemon never runs step_many, so it does not wait for that compile."""
+        with sequences=True also the layer-wise one step_many uses, with banks=True the matrix-
+        product kernels a bank uses for big batches (`edgelstm warmup` does all three; the
+        daemon never runs step_many, so it does not wait for that compile)."""
         self.kernel()
         if sequences and self.layerwise:
             self.sequence_kernel()
+        if banks and self.gemm:
+            self.gemm_kernels()
 
     def label_of(self, y) -> str:
         """The label of y's largest value (a prediction (O,) of this model); ModelFormatError without labels."""
@@ -270,6 +285,7 @@ class StreamBank:
         self._rows: dict = {}                                               # id -> state row
         self._free = list(range(capacity - 1, -1, -1))
         self._step = model.kernel()
+        self._gemm: bank_gemm.GemmBank | None = None      # its buffers, on the first big batch
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -284,11 +300,14 @@ class StreamBank:
     def rows_for(self, ids) -> np.ndarray:
         """State rows for `ids`, creating zero-state streams for new ids; raises StateError if
         an id repeats or the bank is full (nothing is created then)."""
-        rows = np.empty(len(ids), np.int64)
-        new = [i for i in dict.fromkeys(ids) if i not in self._rows]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if list(ids).count(i) > 1)
             raise StateError(f"stream {dup!r} appears twice in one batch; step it in two calls")
+        try:                                    # the common case, every id known: one pass in C
+            return np.fromiter(map(self._rows.__getitem__, ids), np.int64, len(ids))
+        except KeyError:
+            pass
+        new = [i for i in ids if i not in self._rows]
         if len(new) > len(self._free):
             raise StateError(f"bank is full ({self.capacity} streams): evict idle streams with "
                              f"evict(id) or create the bank with a larger capacity")
@@ -296,9 +315,7 @@ class StreamBank:
             row = self._free.pop()
             self._write_row(row, None)
             self._rows[stream_id] = row
-        for k, stream_id in enumerate(ids):
-            rows[k] = self._rows[stream_id]
-        return rows
+        return np.fromiter(map(self._rows.__getitem__, ids), np.int64, len(ids))
 
     def step(self, ids, X) -> np.ndarray:
         """One step for each of k streams: ids (k,), X (k, I) -> Y (k, O), row k for ids[k].
@@ -309,8 +326,12 @@ class StreamBank:
         X = self.model.check_input(X, len(ids))
         rows = self.rows_for(ids)
         Y = np.empty((len(ids), self.model.output_size), np.float32)
-        rc = self._step(self.model.params, self.model.meta, self._state, rows, X.reshape(-1), Y.reshape(-1),
-                        self._work, self._status)
+        args = (self.model.params, self.model.meta, self._state, rows, X.reshape(-1), Y.reshape(-1), self._work,
+                self._status)
+        if len(ids) >= bank_gemm.GEMM_MIN and self.model.gemm:
+            rc = self._gemm_bank().step(self.model.gemm_kernels(), *args)
+        else:
+            rc = self._step(*args)
         if rc < 0:
             raise InputError(f"reading for stream {ids[-rc - 1]!r} holds NaN or Inf; nothing was "
                              f"applied to any stream")
@@ -321,6 +342,11 @@ class StreamBank:
             err.outputs, err.failed_ids = Y, failed
             raise err
         return Y
+
+    def _gemm_bank(self) -> bank_gemm.GemmBank:
+        if self._gemm is None:
+            self._gemm = bank_gemm.GemmBank(self.model.meta, self.model.sequence_weights(), self.capacity)
+        return self._gemm
 
     def reset(self, stream_id) -> None:
         self._write_row(self._row(stream_id), None)

@@ -129,7 +129,7 @@ class Daemon:
     def _load_model(self) -> Model:
         t0 = time.perf_counter()
         model = load(self.cfg.model)
-        model.warmup()
+        model.warmup(banks=True)           # the bank steps big batches as matrix products
         log.info("model %s loaded and compiled in %.2f s: %d -> %d, hash %s", self.cfg.model,
                  time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
         return model

@@ -165,6 +165,13 @@ def plain_graph(meta: np.ndarray) -> bool:
     return bool(np.isin(kinds, (OP_LINEAR, OP_AFFINE)).all())
 
 
+def stateless_graph(meta: np.ndarray) -> bool:
+    """Whether no graph layer keeps per-stream state (a causal conv's ring, attention's running
+    sums): such layers can run on a batch without the stream's state rows (kernels/bank_gemm.py)."""
+    kinds = meta[int(meta[OPS_AT]) + O_KIND::OP_LEN]
+    return bool(np.isin(kinds, (OP_LINEAR, OP_AFFINE, OP_LAYER_NORM, OP_ACTIVATION)).all())
+
+
 def pack(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     """Returns (params float32 (P,), meta int64 (M,)) for the kernels."""
     packer = _Packer()

@@ -259,6 +259,23 @@ def _gru_run(params, tw, w, meta, row, st, s0, sq, sw, src, dst, g_off, wk, gb, 
     return bad
 
 
+@inline
+def post_and_heads(params, meta, wk, width, src, B, chain):
+    """The post chain and heads of a graph without per-stream state (conv, attention), from the
+    vector at src of B work rows into their y area; chain: run_plain_chain or run_chain."""
+    top = chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
+    y_area = u(meta[W_Y])
+    if meta[N_HEADS] == 0:
+        _copy(wk, width, top, y_area, u(meta[N_OUT]), B)
+        return
+    trunk = u(meta[W_TRUNK])
+    _copy(wk, width, top, trunk, u(meta[N_TRUNK]), B)
+    for hd in range(meta[N_HEADS]):
+        hrow = meta[HEADS_AT] + HEAD_LEN * hd
+        out = chain(params, meta, meta[hrow + H_FIRST], meta[hrow + H_COUNT], wk, width, trunk, B)
+        _copy(wk, width, out, y_area + u(meta[hrow + H_Y]), u(meta[hrow + H_SIZE]), B)
+
+
 @kernel
 def step_sequence(params, tw, meta, state, rows, xs, ys, work, seq, status):
     """See the module docstring."""
@@ -313,17 +330,7 @@ def step_sequence(params, tw, meta, state, rows, xs, ys, work, seq, status):
                 o, v = u(c0 + b) * sw + a, u(b) * width + raw
                 for j in range(n_last):
                     wk[v + j] = sq[o + j]
-            src = run_plain_chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, raw, B)
-            if meta[N_HEADS] == 0:
-                _copy(wk, width, src, y_area, n_out, B)
-            else:
-                trunk = u(meta[W_TRUNK])
-                _copy(wk, width, src, trunk, u(meta[N_TRUNK]), B)
-                for hd in range(meta[N_HEADS]):
-                    hrow = meta[HEADS_AT] + HEAD_LEN * hd
-                    out = run_plain_chain(params, meta, meta[hrow + H_FIRST], meta[hrow + H_COUNT], wk, width,
-                                          trunk, B)
-                    _copy(wk, width, out, y_area + u(meta[hrow + H_Y]), u(meta[hrow + H_SIZE]), B)
+            post_and_heads(params, meta, wk, width, raw, B, run_plain_chain)
             for b in range(B):
                 t, w = c0 + b, u(b) * width + y_area
                 y = u(t0 + t) * n_out
