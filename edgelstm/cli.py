@@ -213,7 +213,7 @@ def _run_overrides(args) -> dict:
          "mqtt.client_id": args.client_id, "serial.port": args.serial, "serial.baud": args.baud,
          "serial.mode": args.serial_mode,
          "serial.reply": args.serial_reply or None, "backend": args.backend, "checkpoint": args.checkpoint,
-         "metrics_port": args.metrics_port}
+         "metrics_port": args.metrics_port, "homeassistant.enabled": args.homeassistant or None}
     if args.out_mqtt and not args.mqtt:
         o["mqtt.subscribe"] = ""                       # broker used for output only
     if args.out == "stdout":
@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send each prediction back to the board as a PREDICTION frame")
         p.add_argument("--checkpoint", metavar="PATH", help="state checkpoint file")
         p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+        p.add_argument("--homeassistant", action="store_true",
+                       help="announce each stream's outputs to Home Assistant (MQTT discovery; needs MQTT output)")
         p.add_argument("--backend", choices=["cpu", "cuda", "auto"],
                        help="where streams are stepped (default cpu; cuda needs a GPU, see the README)")
         p.set_defaults(func=func)

@@ -70,8 +70,9 @@ def _lost_metrics_port(output: str, port: int) -> bool:
 
 class DaemonProcess:
     def __init__(self, workdir: Path, broker_url: str | None = None, extra: str = "", mqtt_extra: str = "",
-                 client_id: str | None = None):
+                 client_id: str | None = None, args: tuple[str, ...] = ()):
         self.dir = workdir
+        self.args = args                        # more `edgelstm run` flags, after -c CONFIG
         self.metrics_port = free_port()
         self.checkpoint = workdir / "state.ckpt"
         self.log = workdir / "daemon.log"
@@ -106,7 +107,7 @@ class DaemonProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
         self.logfh = open(self.log, "ab")
         offset = self.logfh.tell()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgelstm", "run", "-c", str(self.config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgelstm", "run", "-c", str(self.config), *self.args],
                                      stdout=self.logfh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _STARTED.append(self.proc)
         deadline = time.time() + 120

@@ -101,12 +101,19 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    enabled: bool = False               # announce each stream's outputs by MQTT discovery (daemon/homeassistant.py)
+    prefix: str = "homeassistant"       # Home Assistant's discovery prefix (its MQTT settings)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     model: str = ""
     output: str = "auto"                # "mqtt", "stdout" or "auto" (mqtt when configured)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     serial: SerialConfig = field(default_factory=SerialConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     backend: str = "cpu"                # "cpu", "cuda" (a GPU: Jetson) or "auto" (by measured crossover)
     capacity: int = 4096                # streams held at once
     queue_size: int = 10_000            # unused: the daemon has no internal queue any more; still accepted
@@ -155,7 +162,8 @@ class DaemonConfig:
         return d
 
 
-_SECTIONS = {"mqtt": MqttConfig, "serial": SerialConfig, "policy": PolicyConfig}
+_SECTIONS = {"mqtt": MqttConfig, "serial": SerialConfig, "policy": PolicyConfig,
+             "homeassistant": HomeAssistantConfig}
 
 
 def _type_ok(default, value) -> bool:

@@ -91,6 +91,8 @@ class Metrics:
         self.bad_payloads = LabelledCounter("edgelstm_bad_payloads", "Messages that could not be decoded",
                                             ["reason"], r)
         self.drops = LabelledCounter("edgelstm_drops", "Messages dropped", ["reason"], r)
+        self.discovery = LabelledCounter("edgelstm_discovery_messages", "Home Assistant discovery messages "
+                                         "published (retained): an entity's config, or its removal", ["kind"], r)
         self.streams = Gauge("edgelstm_streams", "Streams held in the bank", registry=r)
         self.latency = {"step": BatchHistogram("edgelstm_step_seconds", "Kernel time per batch", r),
                         "e2e": BatchHistogram("edgelstm_e2e_seconds", "Reading received to prediction handed out", r)}

@@ -164,6 +164,7 @@ class Pipeline:
     def _forget(self, stream: str, why: str) -> None:
         if stream in self.bank:
             self.bank.evict(stream)
+        self.outputs.forget(stream)
         self.metrics.forget(stream)
         self.metrics.drops.inc(f"evicted_{why}")
         self.evicted[why] += 1

@@ -63,7 +63,7 @@ class Daemon:
         interval = cfg.commit_interval_s if mode == "checkpoint" else cfg.checkpoint_interval_s
         self.ledger = Ledger(mode, cfg.checkpoint, interval, checkpoint.save,
                              lambda: self.metrics.checkpoint_failures.inc())
-        self.outputs = Outputs(cfg, model, self.mqtt, sink, count)
+        self.outputs = Outputs(cfg, model, self.mqtt, sink, count, self.metrics.discovery.inc)
         self.pipeline = Pipeline(cfg, model, self.metrics, self.ledger, self.outputs)
         self._stop = threading.Event()
         self._reload = threading.Event()

@@ -37,6 +37,7 @@ def validate(cfg: DaemonConfig) -> None:
         _check_url(cfg.mqtt)
     _check_topics(cfg.mqtt, publishes=cfg.output_kind == "mqtt")
     _check_stream_prefix(cfg.serial.stream_prefix)
+    _check_homeassistant(cfg)
     _check_ack(cfg)
     _check_windows(cfg)
     _check_ranges(cfg)
@@ -218,6 +219,28 @@ def _check_no_loop(m: MqttConfig) -> None:
         raise ConfigError(f"mqtt.publish {m.publish!r} is matched by mqtt.subscribe {m.subscribe!r} (e.g. {topic!r}): "
                           "the daemon would read its own predictions back as readings, in a loop; publish where "
                           "the subscription does not match, as sensors/{stream}/prediction for sensors/+/reading")
+
+
+def _check_homeassistant(cfg: DaemonConfig) -> None:
+    """Discovery configs point Home Assistant at the MQTT prediction topics: without those they point
+    nowhere. The prefix is a topic of its own levels, not matched by the subscription."""
+    if not cfg.homeassistant.enabled:
+        return
+    if cfg.output_kind != "mqtt":
+        raise ConfigError("homeassistant.enabled needs predictions published over MQTT: set [mqtt] url (--mqtt or "
+                          "--out-mqtt) with output 'auto' or 'mqtt', or set [homeassistant] enabled = false")
+    prefix = cfg.homeassistant.prefix
+    if not prefix or prefix.startswith("/") or prefix.endswith("/"):
+        raise ConfigError(f"homeassistant.prefix {prefix!r} must be Home Assistant's discovery prefix, without a "
+                          "leading or trailing '/': its default is homeassistant")
+    _check_topic_name("homeassistant.prefix", prefix)
+    # imported here: that module imports the config, which imports this one
+    from .homeassistant import safe_id
+    sample = f"{prefix}/sensor/{safe_id(cfg.mqtt.client_id)}/{SAMPLE_STREAM}_y0/config"
+    if cfg.mqtt.subscribe and subscription_matches(cfg.mqtt.subscribe, sample):
+        raise ConfigError(f"homeassistant.prefix {prefix!r}: mqtt.subscribe {cfg.mqtt.subscribe!r} matches the "
+                          f"discovery topics (e.g. {sample!r}), so the daemon would read them as readings; choose "
+                          "a prefix the subscription does not match")
 
 
 def _check_stream_prefix(prefix: str) -> None:

@@ -67,7 +67,8 @@ class MqttLink:
         self.presence = Presence(self.status_topic)
         self.publications = Publications()
         self._inbox: list[Message] = []
-        self._waiting: collections.deque[tuple[str, bytes, int, float]] = collections.deque()  # topic, data, token, t
+        # topic, data, token, t, retain
+        self._waiting: collections.deque[tuple[str, bytes, int, float, bool]] = collections.deque()
         self._connector: threading.Thread | None = None
         self._connect_error: BaseException | None = None
         self._next_attempt = 0.0
@@ -194,19 +195,20 @@ class MqttLink:
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes) -> None:
+    def publish(self, topic: str, data: bytes, retain: bool = False) -> None:
         """Hand a prediction out. Queued while disconnected (at most max_queued_out, then dropped
-        and counted); while connected and paho's queue is full, it waits up to publish_wait_s."""
-        qos = self.cfg.qos
+        and counted); while connected and paho's queue is full, it waits up to publish_wait_s.
+        retain: a retained message (Home Assistant discovery), sent with QoS 1 whatever mqtt.qos."""
         token = self.publications.issue()
         if self._waiting or not self.connected.is_set() or self._busy():
-            self._wait(topic, data, token)
+            self._wait(topic, data, token, retain)
             return
-        if not self._hand_to_paho(topic, data, token, qos):
-            self._wait(topic, data, token)
+        if not self._hand_to_paho(topic, data, token, retain):
+            self._wait(topic, data, token, retain)
 
-    def _hand_to_paho(self, topic: str, data: bytes, token: int, qos: int) -> bool:
-        info = self.client.publish(topic, data, qos=qos)
+    def _hand_to_paho(self, topic: str, data: bytes, token: int, retain: bool) -> bool:
+        qos = 1 if retain else self.cfg.qos
+        info = self.client.publish(topic, data, qos=qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             return False
         if qos == 0 or info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
@@ -215,7 +217,7 @@ class MqttLink:
             self.publications.sent(token, info.mid)
         return True
 
-    def _wait(self, topic: str, data: bytes, token: int) -> None:
+    def _wait(self, topic: str, data: bytes, token: int, retain: bool) -> None:
         """Away: at most max_queued_out wait. Connected, the broker only confirms slowly: the
         daemon holds step-mode acks meanwhile (congested()), so MQTT input stops at
         receive_maximum readings; the extra room is theirs."""
@@ -224,7 +226,7 @@ class MqttLink:
             self.publications.settle(token)
             self._count("publish_queue_full")
             return
-        self._waiting.append((topic, data, token, time.monotonic()))
+        self._waiting.append((topic, data, token, time.monotonic(), retain))
 
     def congested(self) -> bool:
         """Predictions wait for room in paho's queue."""
@@ -234,8 +236,8 @@ class MqttLink:
         if not self.connected.is_set():
             return
         while self._waiting:
-            topic, data, token, _ = self._waiting[0]
-            if not self._hand_to_paho(topic, data, token, self.cfg.qos):
+            topic, data, token, _, retain = self._waiting[0]
+            if not self._hand_to_paho(topic, data, token, retain):
                 return
             self._waiting.popleft()
 
