@@ -4,15 +4,30 @@ Import this module before anything imports numba: the cache directory is read fr
 environment when numba starts.
 
 Cache directory, first that is set wins:
-  NUMBA_CACHE_DIR        numba's own variable
-  EDGELSTM_CACHE_DIR     edgelstm's (the systemd unit sets it to /var/cache/edgelstm)
-  $XDG_CACHE_HOME/edgelstm/numba-<version>, else ~/.cache/edgelstm/numba-<version>
+  NUMBA_CACHE_DIR        numba's own variable, used as it is
+  EDGELSTM_CACHE_DIR     edgelstm's (the systemd unit sets it to /var/cache/edgelstm), + /kernels-<digest>
+  $XDG_CACHE_HOME/edgelstm/kernels-<digest>, else ~/.cache/edgelstm/kernels-<digest>
 Compiled kernels are saved there, so a restarted process loads them instead of compiling.
-The default path carries the package version because numba checks only the timestamp of a
-kernel's own file, not of the helpers it inlines from other modules.
+<digest> is a hash of the kernels' source (kernels/*.py and this file): numba checks only the
+timestamp of a kernel's own file, not of the helpers it inlines from other modules, so an
+edited helper would otherwise be served from a stale cache, wrong numbers and all. Each
+release (or edit) of the kernels compiles once into a directory of its own.
 """
 
+import hashlib
 import os
+
+
+def kernels_digest() -> str:
+    """12 hex digits of SHA-256 over the kernels' source files and this one."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    kernels = os.path.join(here, "kernels")
+    paths = [os.path.join(kernels, n) for n in sorted(os.listdir(kernels)) if n.endswith(".py")]
+    digest = hashlib.sha256()
+    for path in [*paths, os.path.abspath(__file__)]:
+        with open(path, "rb") as fh:
+            digest.update(os.path.basename(path).encode() + b"\0" + fh.read())
+    return digest.hexdigest()[:12]
 
 
 def cache_dir() -> str:
@@ -20,10 +35,9 @@ def cache_dir() -> str:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return os.environ["NUMBA_CACHE_DIR"]
     if os.environ.get("EDGELSTM_CACHE_DIR"):
-        return os.environ["EDGELSTM_CACHE_DIR"]
-    from . import __version__
+        return os.path.join(os.environ["EDGELSTM_CACHE_DIR"], f"kernels-{kernels_digest()}")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "edgelstm", f"numba-{__version__}")
+    return os.path.join(base, "edgelstm", f"kernels-{kernels_digest()}")
 
 
 os.environ.setdefault("NUMBA_CACHE_DIR", cache_dir())

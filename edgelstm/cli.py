@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .convert_options import add_name_options, named
+from .convert_options import add_name_options, add_precision_option, named, with_precision
 from .errors import EdgeLSTMError, ModelFormatError
 
 log = logging.getLogger("edgelstm")
@@ -93,10 +93,12 @@ def cmd_convert(args) -> int:
         out = args.output or os.path.splitext(args.source)[0] + ".elstm"
     else:
         raise EdgeLSTMError("give a model file to convert, or --module and --weights")
-    spec = named(spec, args)
+    spec, cost = with_precision(named(spec, args), args)
     digest = deploy.save(spec, out)
     print(f"wrote {out}  ({os.path.getsize(out):,} bytes, hash {digest[:12]})")
     print(spec.describe())
+    if cost:
+        print(cost)
     return 0
 
 
@@ -182,7 +184,8 @@ def cmd_inspect(args) -> int:
     print(spec.describe())
     print(f"  input size {spec.input_size}, output size {spec.output_size}")
     print(f"  parameters        {spec.parameter_count:,}")
-    print(f"  weights in memory {model.memory_bytes / 1024:,.1f} KiB (float32, packed for the kernels)")
+    print(f"  weights in memory {model.memory_bytes / 1024:,.1f} KiB ({spec.weights} matrices, packed for the "
+          f"kernels)")
     print(f"  state per stream  {spec.state_size} floats = {spec.state_size * 4} bytes")
     print(f"  content hash      {model.content_hash}")
     if spec.source:
@@ -314,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input-size", type=int, metavar="N", help="features per reading (default: from the weights)")
     _model_options(p)
     add_name_options(p)
+    add_precision_option(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export-c", help="generate portable C99 for a microcontroller (float32 or int8 weights)",
