@@ -70,3 +70,8 @@ class CobsError(Rejected):
 
 class CheckpointError(EdgeLSTMError, ValueError):
     """A checkpoint file is unusable or locked by another daemon."""
+
+
+class RecordingError(EdgeLSTMError, ValueError):
+    """A recording (edgelstm record's CSV or Parquet files) cannot be written or read back; the
+    message names the file and, for CSV, the line."""

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import selectors
 import signal
 import threading
 import time
@@ -27,6 +25,7 @@ from ..errors import CheckpointError, ConfigError
 from ..model.loader import load
 from ..transports.base import Link
 from ..transports.mqtt_link import MqttLink
+from ..transports.selector import LinkSelector
 from ..transports.serial_link import SerialLink
 from . import checkpoint, systemd
 from .config import DaemonConfig
@@ -67,10 +66,7 @@ class Daemon:
         self.pipeline = Pipeline(cfg, model, self.metrics, self.ledger, self.outputs)
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._watched: dict[int, tuple[object, int, int]] = {}     # link index -> (object, fd, events)
+        self._selector = LinkSelector(self.links)
         self._due = {"log": 0.0, "evict": 0.0, "watchdog": 0.0}
         self._watchdog_s = systemd.watchdog_interval()          # 0: no watchdog
 
@@ -85,10 +81,7 @@ class Daemon:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass                                # already awake, or closed after run()
+        self._selector.wake()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -167,18 +160,17 @@ class Daemon:
             link.flush()
             link.close()
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
         self.log_summary()
         log.info("stopped cleanly")
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def _turn(self) -> None:
-        self._watch()
-        messages = self._gather(IDLE_WAIT_S)
+        self._selector.watch()
+        messages = self._selector.gather(IDLE_WAIT_S, self.cfg.max_batch, self.clock)
         if messages and len(messages) < self.cfg.max_batch and self.cfg.linger_s:
-            messages += self._gather(self.cfg.linger_s)     # more per turn: fewer wake-ups per reading
+            # more per turn: fewer wake-ups per reading
+            messages += self._selector.gather(self.cfg.linger_s, self.cfg.max_batch, self.clock)
         if messages:
             self.pipeline.handle(messages, self.clock())
         now = self.clock()
@@ -188,48 +180,6 @@ class Daemon:
             link.tick(now)
             link.flush()
         self._periodic(now)
-
-    def _gather(self, wait_s: float) -> list:
-        waiting = [i for i, link in enumerate(self.links) if link.pending()]
-        ready = {i: selectors.EVENT_READ for i in waiting}
-        for key, events in self._selector.select(0 if waiting else wait_s):
-            if key.data is None:
-                self._drain_wake_pipe()
-            else:
-                ready[key.data] = ready.get(key.data, 0) | events
-        messages: list = []
-        for i, events in ready.items():
-            link = self.links[i]
-            if events & selectors.EVENT_WRITE:
-                link.write()
-            if events & selectors.EVENT_READ:
-                messages += link.read(self.clock(), self.cfg.max_batch)
-        return messages
-
-    def _watch(self) -> None:
-        """Keep the selector on each link's current descriptor. Links reconnect, and a new
-        descriptor may reuse a closed one's number: registrations are by number, remembered
-        with the object they were made for."""
-        for i, link in enumerate(self.links):
-            obj = link.selectable()
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if obj is not None and link.wants_write() else 0)
-            old = self._watched.get(i)
-            if old is not None and old[0] is obj and old[2] == events:
-                continue
-            if old is not None:
-                self._selector.unregister(old[1])   # epoll forgets closed descriptors by itself
-                del self._watched[i]
-            if obj is not None:
-                fd = obj.fileno()
-                self._selector.register(fd, events, i)
-                self._watched[i] = (obj, fd, events)
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _periodic(self, now: float) -> None:
         due = self._due

@@ -43,6 +43,20 @@ def validate(cfg: DaemonConfig) -> None:
     _check_ranges(cfg)
 
 
+def validate_links(cfg: DaemonConfig) -> None:
+    """The checks of validate() that concern the inputs only ([mqtt] and [serial]), for a command
+    that reads readings without a model or outputs: edgelstm record."""
+    if not (cfg.mqtt.url and cfg.mqtt.subscribe) and not cfg.serial.port:
+        raise ConfigError("no input: pass --mqtt URL (with --in TOPIC) or --serial PORT")
+    if cfg.serial.mode not in ("frames", "lines"):
+        raise ConfigError("serial.mode must be 'frames' or 'lines'")
+    if cfg.mqtt.url:
+        _check_url(cfg.mqtt)
+    _check_topics(cfg.mqtt, publishes=False)
+    _check_stream_prefix(cfg.serial.stream_prefix)
+    _check_ranges(cfg)
+
+
 def _check_inputs_and_outputs(cfg: DaemonConfig) -> None:
     if not cfg.model:
         raise ConfigError("no model: set `model = \"path\"` in the config or pass --model")

@@ -4,6 +4,7 @@ PayloadError (a Rejected) with a short `reason` used as a counter label, never a
 
 MQTT reading payloads (README "Payloads"):
   JSON    {"seq": 17, "t": 1763800000.25, "x": [0.1, 0.2, 0.3], "boot": 7}   (t, boot optional)
+          plus an optional "label": "walking" (a string, or an integer class), kept by `edgelstm record`
   binary  0xB1 | flags u8 | boot u16 | seq u32 | t f64 | x float32[n], little-endian
 Serial line mode, one reading per line:  JSON as above plus "stream", or CSV "stream,seq,x0,x1,..."
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -33,7 +35,9 @@ BINARY_HEADER = struct.Struct("<BBHId")          # magic, flags, boot, seq, t
 READING_T = struct.Struct("<I")                  # serial READING payload: device time in ms
 HELLO = struct.Struct("<IBB")                    # boot id, protocol version, inputs
 MAX_JSON_BYTES = 64 * 1024
+MAX_LABEL_BYTES = 64                             # in UTF-8: a class name, not a document
 U32 = 2**32                                      # seq and boot are u32 on the wire (seq compared modulo 2^32)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")      # C0, DEL and C1: never in a label (one CSV line per reading)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Reading:
     x: np.ndarray                   # float32[n_inputs]
     t: float | None = None          # sender's unix time in seconds, if it sent one
     boot: int | None = None         # sender's boot id (u32), if it sent one
+    label: str | None = None        # JSON only: what the sender says the reading is (a class), for training
 
 
 class Hello(NamedTuple):
@@ -132,7 +137,27 @@ def _reading_from_obj(obj, n_inputs: int) -> Reading:
         raise PayloadError("value", "'x' holds something other than numbers")
     t = _seconds(obj.get("t"))
     boot = obj.get("boot")                      # absent or null: the sender did not say
-    return Reading(seq, _float32(x), t, None if boot is None else _u32(boot, "boot"))
+    return Reading(seq, _float32(x), t, None if boot is None else _u32(boot, "boot"), _label(obj.get("label")))
+
+
+def _label(value) -> str | None:
+    """The optional 'label': a short string without control characters (it becomes a CSV field),
+    or an integer class written as its decimal text; absent, null or "" is no label."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)
+    if not isinstance(value, str):
+        raise PayloadError("label", f"'label' must be a string or an integer of at most 64 bits, got {_show(value)}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PayloadError("label", "'label' holds a lone surrogate (not encodable as UTF-8)") from None
+    if size > MAX_LABEL_BYTES:
+        raise PayloadError("label", f"'label' of {size} bytes, at most {MAX_LABEL_BYTES}")
+    if _CONTROL.search(value):
+        raise PayloadError("label", "'label' holds a control character")
+    return value
 
 
 def _parse_json(text: bytes):
