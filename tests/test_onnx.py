@@ -7,9 +7,12 @@
 * torch.onnx.export round trips of the zoo with both exporters (@pytest.mark.torch).
 """
 
+import functools
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,8 +52,25 @@ def needs_onnx():
     return pytest.importorskip("onnx", reason="building test graphs needs the onnx package (pip install onnx)")
 
 
+@functools.cache
+def _ort_usable() -> bool:
+    """onnxruntime is installed and imports. Under qemu-user (../shared/tools/arm64-tests.sh) its
+    import crashes the whole process, so a child process tries it first."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    probe = subprocess.run([sys.executable, "-c", "import onnxruntime"], capture_output=True, timeout=300)
+    return probe.returncode == 0
+
+
+def need_ort():
+    if not _ort_usable():
+        pytest.skip("the live comparison needs onnxruntime, and it is not installed or crashes on import here")
+    import onnxruntime
+    return onnxruntime
+
+
 def ort_session(path):
-    ort = pytest.importorskip("onnxruntime", reason="the live comparison needs onnxruntime")
+    ort = need_ort()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -408,7 +428,7 @@ def test_torch_export_streams_like_torch_and_onnx_runtime(tmp_path, model, expor
     xs = np.random.default_rng(5).normal(size=(STEPS, make_onnx.input_size(net))).astype(np.float32)
     spec = read_onnx(path)
     got = stream(spec, xs)
-    steps, want = make_onnx.ort_outputs(path, xs, time_major) if _have("onnxruntime") else (None, None)
+    steps, want = make_onnx.ort_outputs(path, xs, time_major) if _ort_usable() else (None, None)
     if spec.source["last_step_outputs"]:
         np.testing.assert_allclose(got[steps - 1], want, atol=1e-5, rtol=0)
         np.testing.assert_allclose(got[-1], _torch_expected(net, xs, time_major).reshape(-1), atol=1e-5, rtol=0)
@@ -441,14 +461,10 @@ def test_lstm_with_proj_size_is_refused(tmp_path):
     del torch
 
 
-def _have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 @pytest.mark.parametrize("fixture", ["lstm_mlp_head", "peephole_lstm", "last_step_lstm2"])
 def test_verify_against_the_onnx_file_it_came_from(tmp_path, fixture):
     """`edgelstm verify` with ONNX Runtime: every step (or every prefix, for a last-step model)."""
-    pytest.importorskip("onnxruntime")
+    need_ort()
     from edgelstm.model import deploy
     from edgelstm.verify import verify
     src = ONNX_DATA / f"{fixture}.onnx"
@@ -483,6 +499,6 @@ def test_every_zoo_model_exported_to_onnx_streams_or_is_refused_by_name(tmp_path
     xs = np.random.default_rng(5).normal(size=(STEPS, make_onnx.input_size(net))).astype(np.float32)
     got = stream(read_onnx(path), xs)
     np.testing.assert_allclose(got, _torch_expected(net, xs), atol=1e-5, rtol=0)
-    if _have("onnxruntime"):
+    if _ort_usable():
         _, want = make_onnx.ort_outputs(path, xs, False)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
