@@ -2,14 +2,12 @@
 and as the NumPy oracle, the same handling of bad readings and non-finite results, and no
 allocation on the way."""
 
-import os
-import subprocess
-import sys
 import textwrap
 import tracemalloc
 
 import numpy as np
 import pytest
+from allocations import assert_allocations_flat
 from specs import SPECS, graph_specs, overflowing_model, random_spec
 
 import edgelstm
@@ -159,8 +157,4 @@ def test_the_kernels_allocate_nothing():
         drive(1, *args)
         print(allocs(1), allocs(500))
     """)
-    env = dict(os.environ, NUMBA_NRT_STATS="1", PYTHONPATH=os.path.dirname(__file__))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    one, many = map(int, out.stdout.split())
-    assert one == many, f"allocations grow with steps: {one} for 1, {many} for 500"
+    assert_allocations_flat(script, 500)

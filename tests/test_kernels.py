@@ -1,12 +1,10 @@
 """Compiled kernels against the NumPy oracle, exactness between entry points, no allocation."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from allocations import assert_allocations_flat
 from specs import SPECS, graph_specs, overflowing_model, random_spec
 
 import edgelstm
@@ -105,11 +103,7 @@ def test_hot_path_allocates_nothing():
         drive(1, p, m, state, rows, row0, x, y, X, Y, work, st)
         print(allocs(1), allocs(1000))
     """)
-    env = dict(os.environ, NUMBA_NRT_STATS="1")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    one, thousand = map(int, out.stdout.split())
-    assert one == thousand, f"allocations grow with steps: {one} for 1, {thousand} for 1000"
+    assert_allocations_flat(script, 1000)
 
 
 @pytest.mark.parametrize("name", ["mlp_head", "norms_and_activations", "peephole", "causal_conv",
@@ -226,8 +220,4 @@ def test_layerwise_hot_path_allocates_nothing():
         drive(1, p, tw, m, state, row0, X, Y, work, seq, st)
         print(allocs(1), allocs(100))
     """)
-    env = dict(os.environ, NUMBA_NRT_STATS="1")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    one, hundred = map(int, out.stdout.split())
-    assert one == hundred, f"allocations grow with calls: {one} for 1, {hundred} for 100"
+    assert_allocations_flat(script, 100)

@@ -3,13 +3,13 @@ computes exactly with the rounded weights (the NumPy oracle runs the same spec),
 round trip, and the refusals."""
 
 import dataclasses
-import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from allocations import assert_allocations_flat
 from conftest import ROOT
 from specs import SPECS, graph_specs, random_spec
 
@@ -129,8 +129,4 @@ def test_the_float16_step_allocates_nothing():
         drive(1, p, m, state, rows, X, Y, work, st)
         print(allocs(1), allocs(1000))
     """)
-    env = dict(os.environ, NUMBA_NRT_STATS="1", PYTHONPATH=os.path.dirname(__file__))
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    one, many = map(int, out.stdout.split())
-    assert one == many, f"allocations grow with steps: {one} for 1, {many} for 1000"
+    assert_allocations_flat(script, 1000)

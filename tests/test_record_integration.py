@@ -15,19 +15,13 @@ import uuid
 import numpy as np
 import pytest
 from daemon_helpers import _STARTED, ROOT, Publisher, poll, readings
+from pyarrow_marks import FORMATS
 
 import edgelstm.recording
 from edgelstm.protocol.payload import encode_binary
 from edgelstm.simulate import SimulatedDevice
 
 pytestmark = pytest.mark.integration
-try:
-    import pyarrow  # noqa: F401
-    HAVE_PYARROW = True
-except ImportError:
-    HAVE_PYARROW = False
-needs_pyarrow = pytest.mark.skipif(not HAVE_PYARROW, reason="pyarrow is not installed (pip install "
-                                   "'edgelstm[record]'): Parquet recordings are not tested")
 WRITTEN = re.compile(r"\| ([\d,]+) written \|")
 
 
@@ -81,7 +75,7 @@ def assert_recorded_once_in_order(out, xs: dict, labelled: bool = True):
     assert not list(out.glob("*.part")), "a file was left unclosed"
 
 
-@pytest.mark.parametrize("fmt", ["csv", pytest.param("parquet", marks=needs_pyarrow)])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_every_mqtt_reading_recorded_once_in_order_rejections_counted(tmp_path, broker, fmt):
     out = tmp_path / "rec"
     recorder = RecordProcess(out, tmp_path / "record.log", "--mqtt", broker.url, "--in", "sensors/+/reading",

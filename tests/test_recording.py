@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pyarrow_marks import FORMATS, HAVE_PYARROW, needs_pyarrow
 
 from edgelstm.daemon.config import DaemonConfig
 from edgelstm.daemon.messages import HelloMsg, Origin, ReadingMsg, RejectedMsg
@@ -23,14 +24,6 @@ from edgelstm.recording.files import MAX_LINE_BYTES
 from edgelstm.recording.recorder import RecordConfig, Recorder
 from edgelstm.recording.writer import DirectoryLock, recover_leftovers
 
-try:
-    import pyarrow  # noqa: F401
-    HAVE_PYARROW = True
-except ImportError:
-    HAVE_PYARROW = False
-needs_pyarrow = pytest.mark.skipif(not HAVE_PYARROW, reason="pyarrow is not installed (pip install "
-                                   "'edgelstm[record]'): Parquet recordings are not tested")
-FORMATS = ["csv", pytest.param("parquet", marks=needs_pyarrow)]
 NAME = re.compile(r"^readings-\d{8}T\d{6}Z-\d{4}\.(csv|parquet)$")
 
 
