@@ -64,6 +64,7 @@ class Model:
         self.gemm = (sequence.sequence_ok(self.meta) and stateless_graph(self.meta)
                      and bank_gemm.blas_is_fast())
         self._gemm_kernels = None
+        self.gemm_min = bank_gemm.min_streams(self.meta)     # the smallest batch that takes them
 
     def kernel(self):
         """The compiled entry point, kernels.cpu.step or step_graph (compiled, or loaded from
@@ -328,7 +329,7 @@ class StreamBank:
         Y = np.empty((len(ids), self.model.output_size), np.float32)
         args = (self.model.params, self.model.meta, self._state, rows, X.reshape(-1), Y.reshape(-1), self._work,
                 self._status)
-        if len(ids) >= bank_gemm.GEMM_MIN and self.model.gemm:
+        if self.model.gemm and len(ids) >= self.model.gemm_min:
             rc = self._gemm_bank().step(self.model.gemm_kernels(), *args)
         else:
             rc = self._step(*args)

@@ -17,23 +17,33 @@ pytestmark = pytest.mark.skipif(not bank_gemm.blas_is_fast(), reason="NumPy has 
 PLAIN = [name for name, kw in SPECS.items() if not any(kw.get("proj", ()))]
 
 
-def tiles(bank, ids, X):
-    """bank.step through cpu.step: in batches below GEMM_MIN (each stream is still stepped once)."""
-    n = bank_gemm.GEMM_MIN - 1
-    return np.concatenate([bank.step(ids[i:i + n], X[i:i + n]) for i in range(0, len(ids), n)])
+def products_and_tiles(spec):
+    """Two models of spec: one whose banks take the products from MIN_STREAMS streams on (the
+    test models are small, so their own threshold, min_streams, is higher), one that never does."""
+    products, tiles = edgelstm.Model(spec), edgelstm.Model(spec)
+    assert products.gemm
+    products.gemm_min = bank_gemm.MIN_STREAMS
+    tiles.gemm = False
+    return products, tiles
+
+
+def test_the_threshold_follows_the_work_per_stream(rng):
+    small = edgelstm.Model(random_spec(rng, kinds=("lstm",), hidden=(8,), input_size=4))
+    big = edgelstm.Model(random_spec(rng, kinds=("lstm", "lstm"), hidden=(64, 64), proj=(0, 0), input_size=8))
+    assert small.gemm_min > 100 and big.gemm_min == bank_gemm.MIN_STREAMS
 
 
 @pytest.mark.parametrize("name", PLAIN)
-@pytest.mark.parametrize("k", [bank_gemm.GEMM_MIN, 45, 100])
+@pytest.mark.parametrize("k", [bank_gemm.MIN_STREAMS, 45, 100])
 def test_products_match_the_tiles_and_the_oracle(rng, name, k):
     kw = dict(SPECS[name])
-    model = edgelstm.Model(random_spec(rng, proj=kw.pop("proj", (0,) * len(kw["kinds"])), **kw))
-    assert model.gemm
+    model, plain = products_and_tiles(random_spec(rng, proj=kw.pop("proj", (0,) * len(kw["kinds"])), **kw))
     xs = rng.normal(0, 2, (60, k, model.input_size)).astype(np.float32)
-    products, tiled = model.bank(k + 5), model.bank(k + 5)
+    products, tiled = model.bank(k + 5), plain.bank(k + 5)
     ids = [f"s{i}" for i in range(k)][::-1]          # rows in another order than the ids
     got = np.array([products.step(ids, x) for x in xs])
-    want = np.array([tiles(tiled, ids, x) for x in xs])
+    want = np.array([tiled.step(ids, x) for x in xs])
+    assert products._gemm is not None and tiled._gemm is None
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
     np.testing.assert_allclose(products.states(ids), tiled.states(ids), atol=1e-6, rtol=0)
     for i in (0, k // 2, k - 1):
@@ -44,12 +54,12 @@ def test_products_match_the_tiles_and_the_oracle(rng, name, k):
 @pytest.mark.parametrize("name", ["mlp_head", "norms_and_activations", "two_heads"])
 def test_graph_layers_around_the_products(name):
     rng = np.random.default_rng(3)
-    model = edgelstm.Model(graph_specs(rng)[name])
-    assert model.gemm
+    model, _ = products_and_tiles(graph_specs(rng)[name])
     k = 40
     xs = rng.normal(0, 2, (50, k, model.input_size)).astype(np.float32)
     bank = model.bank(k)
     got = np.array([bank.step(list(range(k)), x) for x in xs])
+    assert bank._gemm is not None
     for i in (0, k - 1):
         expected, _ = reference.run(model.spec, xs[:, i], dtype=np.float64)
         np.testing.assert_allclose(got[:, i], expected, atol=1e-5, rtol=0)
@@ -72,7 +82,7 @@ def test_without_an_optimised_blas_the_tiles_stay(rng, monkeypatch):
 
 
 def test_a_bad_reading_applies_nothing(rng):
-    model = edgelstm.Model(random_spec(rng))
+    model, _ = products_and_tiles(random_spec(rng))
     bank, k = model.bank(64), 50
     ids = list(range(k))
     bank.step(ids, rng.normal(size=(k, model.input_size)).astype(np.float32))
@@ -85,12 +95,14 @@ def test_a_bad_reading_applies_nothing(rng):
 
 
 def test_streams_with_non_finite_results_keep_their_state():
-    model, k = overflowing_model(), 40
-    products, tiled = model.bank(k), model.bank(k)
+    model, plain = products_and_tiles(overflowing_model().spec)
+    k = 40
+    products, tiled = model.bank(k), plain.bank(k)
     ids = list(range(k))
     warm = np.full((k, 1), 0.001, np.float32)
     products.step(ids, warm)
-    tiles(tiled, ids, warm)
+    tiled.step(ids, warm)
+    assert products._gemm is not None
     before = products.states(ids).copy()
     X = np.zeros((k, 1), np.float32)
     X[[3, 30]] = 50.0                                 # these two overflow
@@ -99,18 +111,19 @@ def test_streams_with_non_finite_results_keep_their_state():
     assert caught.value.failed_ids == [3, 30]
     np.testing.assert_array_equal(products.states([3, 30]), before[[3, 30]])
     others = [i for i in ids if i not in (3, 30)]
-    tiles(tiled, others, X[others])
+    tiled.step(others, X[others])
     np.testing.assert_allclose(products.states(others), tiled.states(others), atol=1e-6, rtol=0)
 
 
 def test_a_step_allocates_no_array_data(rng):
     """NumPy reports its array buffers to tracemalloc: a step's products write into the bank's
     buffer (a temporary of G alone would be k x 4H floats)."""
-    model = edgelstm.Model(random_spec(rng, kinds=("lstm", "gru"), hidden=(32, 32), proj=(0, 0), head=0))
+    model, _ = products_and_tiles(random_spec(rng, kinds=("lstm", "gru"), hidden=(32, 32), proj=(0, 0), head=0))
     k = 64
     bank, ids = model.bank(k), list(range(k))
     X = rng.normal(size=(k, model.input_size)).astype(np.float32)
     bank.step(ids, X)
+    assert bank._gemm is not None
     tracemalloc.start()
     try:
         bank.step(ids, X)
@@ -131,6 +144,7 @@ def test_the_kernels_allocate_nothing():
         model = edgelstm.Model(random_spec(np.random.default_rng(0), kinds=("lstm", "gru"), hidden=(16, 8),
                                            proj=(0, 0), norm=True))
         k = 40
+        model.gemm_min = bank_gemm.MIN_STREAMS
         bank = model.bank(k)
         ids = list(range(k))
         X = np.ones((k, model.input_size), np.float32)

@@ -1,5 +1,5 @@
 """Many streams' step as matrix products (issue 13): what StreamBank.step runs once a batch holds
-at least GEMM_MIN streams, NumPy has an optimised BLAS (blas_is_fast), and the model allows it
+at least min_streams(meta) streams, NumPy has an optimised BLAS (blas_is_fast), and the model allows it
 (sequence.sequence_ok: no projection, no peepholes; layout.stateless_graph: no conv or attention,
 whose per-stream state the batch does not carry).
 
@@ -56,7 +56,10 @@ from .layout import (
 )
 from .sequence import post_and_heads
 
-GEMM_MIN = 32                  # fewer streams: cpu.step's tiles win (bench_step.py measures the crossover)
+# Below this much work per call cpu.step's tiles win: the products' fixed cost (a few NumPy
+# calls) is then a large share. Measured crossover: benchmarks/README.md, "bank.step".
+MIN_FLOP_PER_CALL = 300_000
+MIN_STREAMS = 8
 P_S, P_HL = 0, 1
 LAYERS_AT = 2
 P_XH, P_XHW, P_G, P_GW, P_GH = range(5)
@@ -68,6 +71,16 @@ sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
 u = np.uint64
 _2, _3 = u(2), u(3)
 _F1 = np.float32(1.0)
+
+
+def min_streams(meta: np.ndarray) -> int:
+    """The smallest batch that takes the products for this model (MIN_FLOP_PER_CALL of gate rows)."""
+    flop = 0
+    for k in range(int(meta[N_LAYERS])):
+        row = HEADER_LEN + LAYER_LEN * k
+        gates = (4 if meta[row + L_KIND] == KIND_LSTM else 3) * int(meta[row + L_HID])
+        flop += 2 * gates * int(meta[row + L_IN] + meta[row + L_HID])
+    return max(MIN_STREAMS, -(-MIN_FLOP_PER_CALL // max(flop, 1)))
 
 
 def blas_name() -> str:
