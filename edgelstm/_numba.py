@@ -83,3 +83,13 @@ def compiled_for(dispatcher, *args):
     signature = tuple(numba.typeof(a) for a in args)
     dispatcher.compile(signature)
     return dispatcher.overloads[signature].entry_point
+
+
+def is_cached(dispatcher) -> bool:
+    """Whether numba's cache holds a fresh index for `dispatcher` (written by an earlier run,
+    for this source file as it is now): a cheap guess at whether the first call loads compiled
+    code rather than compiling. Reads numba internals, so any surprise answers False."""
+    try:
+        return bool(dispatcher._cache._cache_file._load_index())
+    except Exception:
+        return False

@@ -4,6 +4,7 @@ and nowhere else in the package."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -13,7 +14,8 @@ import numpy as np
 
 from . import __version__
 from .convert_options import add_name_options, add_precision_option, named, with_precision
-from .errors import EdgeLSTMError, ModelFormatError
+from .errors import EdgeLSTMError
+from .progress import Progress
 
 log = logging.getLogger("edgelstm")
 
@@ -82,20 +84,44 @@ def _load_options(args) -> dict:
                 output_norm=_pair(args.output_mean, args.output_std, "output"))
 
 
+@contextlib.contextmanager
+def _status_line(prefix: str):
+    """A Progress line on stderr (drawn only on a terminal); a log record written meanwhile
+    starts on a line of its own."""
+    line = Progress(sys.stderr, prefix=prefix)
+
+    def interrupt(record) -> bool:
+        line.break_line()
+        return True
+    handlers = logging.getLogger().handlers
+    for h in handlers:
+        h.addFilter(interrupt)
+    try:
+        with line:
+            yield line
+    finally:
+        for h in handlers:
+            h.removeFilter(interrupt)
+
+
 def cmd_convert(args) -> int:
     from .model import deploy
     from .model.loader import load_spec
-    if args.module:
-        from .model.trace_cli import traced_spec
-        spec = traced_spec(args.module, args.weights, args.input_size)
-        out = args.output or os.path.splitext(args.weights)[0] + ".elstm"
-    elif args.source:
-        spec = load_spec(args.source, **_load_options(args))
-        out = args.output or os.path.splitext(args.source)[0] + ".elstm"
-    else:
+    if not (args.module or args.source):
         raise EdgeLSTMError("give a model file to convert, or --module and --weights")
-    spec, cost = with_precision(named(spec, args), args)
-    digest = deploy.save(spec, out)
+    with _status_line("convert: ") as line:
+        if args.module:
+            from .model.trace_cli import traced_spec
+            spec = traced_spec(args.module, args.weights, args.input_size, status=line.update)
+        else:
+            spec = load_spec(args.source, status=line.update, **_load_options(args))
+        out = args.output or os.path.splitext(args.weights if args.module else args.source)[0] + ".elstm"
+        spec = named(spec, args)
+        if args.precision != "float32":
+            line.update(f"rounding the weights to {args.precision} and measuring the error")
+        spec, cost = with_precision(spec, args)
+        line.update(f"writing {out}")
+        digest = deploy.save(spec, out)
     print(f"wrote {out}  ({os.path.getsize(out):,} bytes, hash {digest[:12]})")
     print(spec.describe())
     if cost:
@@ -104,70 +130,27 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export_c(args) -> int:
-    from .export.c_source import export
-    from .model.loader import load_spec
-    spec = load_spec(args.model, **_load_options(args))
-    try:
-        paths, footprint = export(spec, args.output, args.name, args.int8)
-    except ValueError as exc:
-        raise ModelFormatError(str(exc)) from None
-    print(f"wrote {', '.join(str(p) for p in paths)}")
-    print(spec.describe())
-    print(f"  weights {'int8 + float32 row scales' if args.int8 else 'float32'}: {footprint.describe()}")
-    if args.int8:
-        print(f"  int8 vs float32 over 1,000 random steps: max |y difference| {_int8_error(spec):.2e} "
-              "(the same int8 model in Python: edgelstm.model.quantize.dequantized_spec)")
-    print(f"  add {paths[1].name} to your firmware and include {paths[0].name}; see firmware_bridge/README.md")
-    return 0
-
-
-def _int8_error(spec, steps: int = 1000) -> float:
-    from .engine import Model
-    from .model.quantize import dequantized_spec
-    rng = np.random.default_rng(0)
-    xs = rng.normal(size=(steps, spec.input_size)).astype(np.float32)
-    norm = (spec.classic_parts() or (None,))[0]
-    if norm is not None:                   # readings in the sensor's own units
-        xs = xs / norm.scale + norm.offset
-    ys = [Model(s).stream().step_many(xs) for s in (spec, dequantized_spec(spec))]
-    return float(np.abs(ys[0] - ys[1]).max())
+    from .export.command import run_export_c
+    return run_export_c(args, _load_options, sys.stdout)
 
 
 def cmd_bench(args) -> int:
-    from . import backends
+    from .bench import run_bench
     from .engine import Model
     from .model.loader import load_spec
     model = Model(load_spec(args.model, **_load_options(args)))
-    counts = [int(v) for v in args.streams.split(",")]
-    reason = backends.cuda_unavailable_reason()
-    names = ("cpu",) if reason else ("cpu", "cuda")
-    if reason:
-        print(f"CUDA: {reason}; timing the CPU only")
-    rows = backends.measure(model, counts, names, progress=lambda t: print(f"  .. {t}", file=sys.stderr))
-    hidden = max(layer.hidden_size for layer in model.spec.layers)
-    print(f"{'streams':>8} {'CPU steps/s':>13}" + (f" {'GPU steps/s':>13} {'GPU/CPU':>8}" if not reason else ""))
-    for r in rows:
-        line = f"{r['streams']:>8} {r['cpu']:>13,.0f}"
-        if not reason:
-            line += f" {r['cuda']:>13,.0f} {r['cuda'] / r['cpu']:>7.2f}x"
-        print(line)
-    if reason:
-        return 0
-    value = backends.find_crossover(rows, hidden)
-    if value is None:
-        print("the GPU never stayed ahead of the CPU here; backend='auto' will keep choosing the CPU")
-        value = 2**62
-    path = backends.record_crossover(value, {"model_hash": model.content_hash, "hidden": hidden, "rows": rows})
-    print(f"crossover: {value:,} streams x hidden ({value // hidden:,} streams of hidden {hidden}); "
-          f"recorded in {path} for backend='auto'")
-    return 0
+    with _status_line("bench: ") as line:
+        return run_bench(model, [int(v) for v in args.streams.split(",")], sys.stdout, line)
 
 
 def cmd_verify(args) -> int:
     from .model.loader import load
     from .verify import verify
-    model = load(args.model)
-    verdict = verify(model, args.against, module=args.module, weights=args.weights, steps=args.steps)
+    with _status_line("verify: ") as line:
+        model = load(args.model, status=line.update)
+        model.warmup(sequences=True, status=line.update)
+        verdict = verify(model, args.against, module=args.module, weights=args.weights, steps=args.steps,
+                         progress=line.update)
     ok = verdict.passed(args.atol)
     print(f"{args.model} streamed {verdict.steps} readings one at a time, compared at {verdict.compared} steps")
     print(f"  against   {verdict.reference}")
@@ -198,8 +181,9 @@ def cmd_warmup(args) -> int:
     from . import _numba
     from .model.loader import load
     t0 = time.perf_counter()
-    model = load(args.model, **_load_options(args))
-    model.warmup(sequences=True, banks=True)   # step, step_many layer by layer, big batches
+    with _status_line("warmup: ") as line:
+        model = load(args.model, status=line.update, **_load_options(args))
+        model.warmup(sequences=True, banks=True, status=line.update)   # step, layer by layer, big batches
     print(f"kernels ready in {time.perf_counter() - t0:.2f} s (cache: {_numba.cache_dir()})")
     return 0
 
@@ -209,7 +193,8 @@ def cmd_demo(args) -> int:
     print("edgelstm demo: a simulated wrist-sensor board streams accelerometer readings over a "
           "pseudo-terminal\n(serial frame protocol, firmware_bridge/PROTOCOL.md) into the daemon running the "
           "bundled activity model.\nCtrl-C stops both.\n", flush=True)
-    return run_demo(args.speed, args.steps, args.streams, sys.stdout, sys.stdout.isatty(), log)
+    with _status_line("demo: ") as line:
+        return run_demo(args.speed, args.steps, args.streams, sys.stdout, sys.stdout.isatty(), log, line)
 
 
 def _run_overrides(args) -> dict:
@@ -255,7 +240,8 @@ def cmd_run(args) -> int:
     from .daemon.validation import preflight
     cfg = _daemon_config(args)
     preflight(cfg)
-    daemon = Daemon(cfg)
+    with _status_line("") as line:          # not on a terminal, the daemon logs it instead
+        daemon = Daemon(cfg, status=line.update if line.active else None)
     log.info("running: input %s, output %s; SIGTERM/Ctrl-C stops, SIGHUP reloads the model", _inputs(cfg),
              cfg.output_kind)
     return daemon.run()

@@ -11,6 +11,7 @@ from importlib import resources
 import numpy as np
 
 from .errors import ConfigError
+from .progress import Progress
 from .simulate import ACTIVITIES, RATE_HZ, SimulatedDevice, accelerometer
 
 
@@ -77,9 +78,10 @@ class DemoSink:
         self.out.flush()
 
 
-def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log) -> int:
+def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log, line: Progress | None = None) -> int:
     """Start the simulated board on a pty and the daemon on its other end; return when the
-    recording ends or Ctrl-C is pressed. Prints live predictions and a final accuracy line."""
+    recording ends or Ctrl-C is pressed. Prints live predictions and a final accuracy line.
+    line: where a slow first compile is announced, closed once the model is ready."""
     from .daemon.config import DaemonConfig, PolicyConfig, SerialConfig
     from .daemon.service import Daemon
     master, slave = os.openpty()
@@ -88,7 +90,9 @@ def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log) -> i
     cfg = DaemonConfig(model=bundled_model_path(), serial=SerialConfig(port=port, baud=115200),
                        policy=PolicyConfig(stream_ttl_s=0), output="stdout", log_every_s=3600).validate()
     sink = DemoSink(ys, out, tty)
-    daemon = Daemon(cfg, sink=sink)
+    daemon = Daemon(cfg, sink=sink, status=line.update if line and line.active else None)
+    if line:
+        line.close()
     serial = daemon.serial
     if serial is None:              # cfg.serial has a port, so the daemon always builds its link
         raise ConfigError("demo: the daemon has no serial link")

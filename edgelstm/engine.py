@@ -8,17 +8,22 @@ inputs, run one compiled kernel, and leave state untouched when they raise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from ._numba import compiled_entry, compiled_for
+from ._numba import compiled_entry, compiled_for, is_cached
 from .errors import InputError, ModelFormatError, NumericalError, StateError
 from .kernels import bank_gemm, cpu, sequence
 from .kernels.layout import WORK_WIDTH, pack, plain_graph, stateless_graph
 from .model.spec import ModelSpec
+from .progress import notice_if_slow
 
 _F32 = np.dtype(np.float32)
 _NDARRAY = np.ndarray
+# what Model.warmup(status=...) says while it waits on numba
+COMPILING = "compiling kernels (first run only, can take a while on a small board)"
+LOADING = "loading compiled kernels from the cache"
 
 
 @dataclass(frozen=True)
@@ -120,16 +125,31 @@ class Model:
         """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
         return np.zeros((cpu.TILE, int(self.meta[WORK_WIDTH])), np.float32)
 
-    def warmup(self, sequences: bool = False, banks: bool = False) -> None:
+    def warmup(self, sequences: bool = False, banks: bool = False,
+               status: Callable[[str], None] | None = None) -> None:
         """Compile (or load from the cache) the step kernel now instead of on the first reading;
         with sequences=True also the layer-wise one step_many uses, with banks=True the matrix-
         product kernels a bank uses for big batches (`edgelstm warmup` does all three; the
-        daemon never runs step_many, so it does not wait for that compile)."""
-        self.kernel()
-        if sequences and self.layerwise:
-            self.sequence_kernel()
-        if banks and self.gemm:
-            self.gemm_kernels()
+        daemon never runs step_many, so it does not wait for that compile).
+
+        status: called once, from a timer thread, with a line saying what is happening
+        (COMPILING, or LOADING when the cache holds these kernels) if the work is still going
+        after half a second; never after warmup returns. None: silent."""
+        text = LOADING if status and self._cached(sequences, banks) else COMPILING
+        with notice_if_slow(status, text):
+            self.kernel()
+            if sequences and self.layerwise:
+                self.sequence_kernel()
+            if banks and self.gemm:
+                self.gemm_kernels()
+
+    def _cached(self, sequences: bool, banks: bool) -> bool:
+        """Whether numba's cache holds every kernel warmup(sequences, banks) needs."""
+        plain = plain_graph(self.meta)
+        needed = [cpu.step if plain else cpu.step_graph]
+        needed += [sequence.step_sequence] if sequences and self.layerwise else []
+        needed += list(bank_gemm.dispatchers(plain)) if banks and self.gemm else []
+        return all(is_cached(d) for d in needed)
 
     def label_of(self, y) -> str:
         """The label of y's largest value (a prediction (O,) of this model); ModelFormatError without labels."""

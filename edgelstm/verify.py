@@ -5,10 +5,13 @@ the whole sequence: ONNX Runtime for an .onnx file, PyTorch for the user's nn.Mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .errors import EdgeLSTMError, ModelFormatError
+
+CHUNK = 250           # readings streamed per step_many call
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,11 @@ def _torch_reference(module_target: str, weights):
 
 
 def verify(model, against=None, *, module: str | None = None, weights=None, steps: int = 1000,
-           seed: int = 0) -> Verdict:
-    """Compare `model` (an edgelstm.Model) with `against` (.onnx) or `module` + `weights`."""
+           seed: int = 0, progress: Callable[[str], None] | None = None) -> Verdict:
+    """Compare `model` (an edgelstm.Model) with `against` (.onnx) or `module` + `weights`.
+    progress: told what is being done, with counts (e.g. "streamed 500/1000 readings"), as it goes."""
+    say = progress or (lambda text: None)
+    say("loading the reference")
     if module:
         reference, label = _torch_reference(module, weights or against)
     elif against is not None and str(against).endswith(".onnx"):
@@ -61,7 +67,12 @@ def verify(model, against=None, *, module: str | None = None, weights=None, step
         raise ModelFormatError("verify compares with an .onnx file (--against model.onnx) or with your nn.Module "
                                "(--module pkg.mod:Net --weights model.pt); a bare state_dict cannot run by itself")
     xs = np.random.default_rng(seed).normal(0, 1, (steps, model.input_size)).astype(np.float32)
-    streamed = model.stream().step_many(xs)
+    stream, parts = model.stream(), []
+    for start in range(0, steps, CHUNK):           # in chunks, to report progress; the state carries over
+        parts.append(stream.step_many(xs[start:start + CHUNK]))
+        say(f"streamed {start + len(parts[-1]):,}/{steps:,} readings")
+    streamed = np.concatenate(parts) if parts else np.empty((0, model.output_size), np.float32)
+    say(f"running the reference over {steps:,} readings")
     whole = reference(xs)
     if whole.shape == streamed.shape:
         return Verdict(steps, steps, float(np.abs(whole - streamed).max()), label)
@@ -70,5 +81,8 @@ def verify(model, against=None, *, module: str | None = None, weights=None, step
                                f"{streamed.shape}: they are not the same model")
     # a last-step model: what it says after each of a few prefixes
     ends = np.unique(np.linspace(1, steps, min(steps, 25)).astype(int))
-    diff = max(float(np.abs(reference(xs[:t])[0] - streamed[t - 1]).max()) for t in ends)
-    return Verdict(steps, len(ends), diff, label)
+    diffs = []
+    for k, t in enumerate(ends):
+        say(f"comparing prefix {k + 1}/{len(ends)}")
+        diffs.append(np.abs(reference(xs[:t])[0] - streamed[t - 1]).max())
+    return Verdict(steps, len(ends), float(np.max(diffs)), label)       # np.max: a NaN is kept, and fails

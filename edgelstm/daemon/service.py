@@ -49,12 +49,15 @@ def settle_heap() -> None:
 
 
 class Daemon:
-    def __init__(self, cfg: DaemonConfig, sink: Sink | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, cfg: DaemonConfig, sink: Sink | None = None, clock: Callable[[], float] = time.monotonic,
+                 status: Callable[[str], None] | None = None):
+        """status: told, if the first model's kernels take a while, what is happening (Model.warmup);
+        None logs it."""
         self.cfg = cfg
         self.clock = clock
         self.metrics = Metrics()
         count = self.metrics.drops.inc
-        model = self._load_model()
+        model = self._load_model(status)
         self.mqtt = MqttLink(cfg.mqtt, model.input_size, count) if cfg.mqtt.url else None
         self.serial = SerialLink(cfg.serial, model.input_size, count) if cfg.serial.port else None
         self.links: list[Link] = [link for link in (self.mqtt, self.serial) if link is not None]
@@ -119,10 +122,11 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def _load_model(self) -> Model:
+    def _load_model(self, status: Callable[[str], None] | None = None) -> Model:
         t0 = time.perf_counter()
         model = load(self.cfg.model)
-        model.warmup(banks=True)           # the bank steps big batches as matrix products
+        # the bank steps big batches as matrix products; a cold cache compiles for a while
+        model.warmup(banks=True, status=status or (lambda text: log.info("model %s: %s", self.cfg.model, text)))
         log.info("model %s loaded and compiled in %.2f s: %d -> %d, hash %s", self.cfg.model,
                  time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
         return model

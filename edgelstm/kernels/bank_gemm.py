@@ -165,10 +165,15 @@ def compile_kernels(params, meta, state, work, status, plain: bool):
     buf, plan = np.zeros(1, np.float32), np.zeros(1, np.int64)
     plan.flags.writeable = False
     rows, flat, rect = np.zeros(1, np.int64), np.zeros(1, np.float32), np.zeros((1, 1), np.float32)
-    return (compiled_for(gather if plain else gather_graph, params, meta, state, rows, flat, work, buf, plan),
-            compiled_for(layer_gates, params, meta, 0, rect, rect, rect, rect, 0),
-            compiled_for(finish if plain else finish_graph, params, meta, state, rows, flat, work, buf, plan,
-                         status))
+    first, gates, last = dispatchers(plain)
+    return (compiled_for(first, params, meta, state, rows, flat, work, buf, plan),
+            compiled_for(gates, params, meta, 0, rect, rect, rect, rect, 0),
+            compiled_for(last, params, meta, state, rows, flat, work, buf, plan, status))
+
+
+def dispatchers(plain: bool) -> tuple:
+    """The dispatchers of the three kernels compile_kernels compiles: gather, layer_gates, finish."""
+    return (gather if plain else gather_graph), layer_gates, (finish if plain else finish_graph)
 
 
 @kernel

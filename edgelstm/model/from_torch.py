@@ -385,16 +385,20 @@ def _assemble(outputs: list[_Value], source: dict) -> ModelSpec:
     return ModelSpec(layers, trunk[:k], trunk[k + 1:], tuple(heads), source=source)
 
 
-def from_torch(module, example_input, *, steps: int = 64, atol: float = 1e-5, path=None) -> ModelSpec:
+def from_torch(module, example_input, *, steps: int = 64, atol: float = 1e-5, path=None,
+               status=None) -> ModelSpec:
     """The streaming model of `module` (an nn.Module taking (batch, time, features)), checked
     against the module on random inputs shaped like `example_input` before it is returned.
 
     steps: length of the random sequences the check streams; atol: the largest difference
-    allowed; path: also write the .elstm file there. Raises ModelFormatError naming the node
-    that cannot stream, or the difference when the check fails."""
+    allowed; path: also write the .elstm file there; status: told each step as it starts
+    (tracing, checking), or None. Raises ModelFormatError naming the node that cannot
+    stream, or the difference when the check fails."""
     import torch
     import torch.fx
 
+    say = status or (lambda text: None)
+    say(f"tracing {type(module).__name__} (torch.fx)")
     module = module.eval()
     n_in = int(example_input.shape[-1])
     try:
@@ -405,6 +409,7 @@ def from_torch(module, example_input, *, steps: int = 64, atol: float = 1e-5, pa
     views = {path: TorchView(m) for path, m in module.named_modules()}
     tracer = _Tracer(views, n_in)
     spec = _assemble(tracer.run(graph), {"format": "torch.fx", "module": type(module).__name__})
+    say("checking against the module (a first run also compiles the kernels)")
     _check(module, spec, n_in, steps, atol, time_first=tracer.time_axis == 0)
     if path is not None:
         from . import deploy

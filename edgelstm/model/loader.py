@@ -82,12 +82,15 @@ def read_arrays(path, fmt: str):
     raise ModelFormatError(f"{path}: cannot read arrays from a {fmt!r} file")
 
 
-def load_spec(path, **options):
-    """The ModelSpec in `path`; options as for spec_from_state_dict (ignored for .elstm)."""
+def load_spec(path, status=None, **options):
+    """The ModelSpec in `path`; options as for spec_from_state_dict (ignored for .elstm).
+    status: told each step as it starts ("reading ...", "building the graph"), or None."""
+    say = status or (lambda text: None)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFormatError(f"no such model file: {path}")
     fmt = sniff(path)
+    say(f"reading {path} ({fmt})")
     if fmt == "elstm":
         return deploy.load(path)
     if fmt in GRAPH_FORMATS:
@@ -98,7 +101,9 @@ def load_spec(path, **options):
         return load_torchscript(path, **options)
     source = {"file": os.path.basename(path), "format": fmt}
     try:
-        return spec_from_state_dict(read_arrays(path, fmt), source=source, **options)
+        arrays = read_arrays(path, fmt)
+        say("building the graph")
+        return spec_from_state_dict(arrays, source=source, **options)
     except ModelFormatError as exc:
         if fmt in ("torch", "torch-legacy") and options.get("arch") is None:
             raise with_proposal(path, exc) from None     # a whole pickled module: propose its arch

@@ -47,13 +47,16 @@ def load_module(target: str, weights):
     return net.eval()
 
 
-def traced_spec(target: str, weights, input_size: int | None):
-    """The ModelSpec of the model built by `target`, with `weights` loaded, traced and checked."""
+def traced_spec(target: str, weights, input_size: int | None, status=None):
+    """The ModelSpec of the model built by `target`, with `weights` loaded, traced and checked.
+    status: told each step as it starts, or None."""
+    say = status or (lambda text: None)
+    say(f"importing {target} and reading {weights}")
     import torch
 
     net = load_module(target, weights)
     n_in = input_size or next(p.shape[1] for p in net.parameters() if p.ndim >= 2)
-    return from_torch(net, torch.zeros(1, 16, n_in))
+    return from_torch(net, torch.zeros(1, 16, n_in), status=status)
 
 
 def _numpy_tree(obj):
