@@ -38,6 +38,7 @@ examples:
   edgelstm demo                              a simulated sensor board on a pty feeding the daemon
   edgelstm run -c edgelstm.toml              the daemon (see edgelstm run --help)
   edgelstm record --mqtt URL -o DIR ...      record readings into CSV/Parquet files, for training
+  edgelstm replay DIR --model M -o OUT       stream a recording as the daemon would: predictions, plots
   edgelstm convert model.pt -o model.elstm   make a deploy file (torch-free, hashed, versioned)
   edgelstm inspect model.elstm               architecture, parameters, memory
   edgelstm warmup model.elstm                compile kernels into the cache before first use
@@ -291,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     from .recording.command import add_parser as add_record_parser
+    from .replay_command import add_parser as add_replay_parser
     add_record_parser(sub)
+    add_replay_parser(sub)
 
     p = sub.add_parser("convert", help="convert a model file into an .elstm deploy file",
                        description="Read a .pt/.pth (state_dict or checkpoint), .safetensors or .npz and write "

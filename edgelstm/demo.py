@@ -125,4 +125,6 @@ def run_demo(speed: float, steps: int, n_streams: int, out, tty: bool, log, line
               f"accuracy {sink.correct / max(sink.total, 1):.1%}; bad frames {int(s['bad_payloads'])}, "
               f"gaps {int(s['gaps'])}; step p50 {s.get('step_p50_ms', 0) * 1e3:.0f} us, "
               f"end-to-end p50 {s.get('e2e_p50_ms', 0):.2f} ms p99 {s.get('e2e_p99_ms', 0):.2f} ms\n")
+    out.write("record and replay yours: edgelstm record --mqtt URL --model M -o rec/ ; "
+              "edgelstm replay rec/ --model M -o out/ --plot\n")
     return 0

@@ -75,3 +75,8 @@ class CheckpointError(EdgeLSTMError, ValueError):
 class RecordingError(EdgeLSTMError, ValueError):
     """A recording (edgelstm record's CSV or Parquet files) cannot be written or read back; the
     message names the file and, for CSV, the line."""
+
+
+class ReplayError(EdgeLSTMError, ValueError):
+    """A recording cannot be replayed or plotted (it does not fit the model, an output cannot be
+    written, matplotlib is missing); the message says what to change."""

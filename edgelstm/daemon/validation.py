@@ -57,6 +57,22 @@ def validate_links(cfg: DaemonConfig) -> None:
     _check_ranges(cfg)
 
 
+def validate_stepping(cfg: DaemonConfig) -> None:
+    """The checks of validate() that concern how streams are stepped ([policy], capacity, backend),
+    for a command that steps readings without links or outputs: edgelstm replay."""
+    if cfg.backend not in ("cpu", "cuda", "auto"):
+        raise ConfigError("backend must be 'cpu', 'cuda' or 'auto'")
+    _check_policies(cfg)
+    _check_windows(cfg)
+    _check_ranges(cfg)
+
+
+def _check_policies(cfg: DaemonConfig) -> None:
+    for name in ("nonfinite", "reboot", "gap"):
+        if getattr(cfg.policy, name) not in POLICIES:
+            raise ConfigError(f"policy.{name} must be one of {POLICIES}")
+
+
 def _check_inputs_and_outputs(cfg: DaemonConfig) -> None:
     if not cfg.model:
         raise ConfigError("no model: set `model = \"path\"` in the config or pass --model")
@@ -74,9 +90,7 @@ def _check_inputs_and_outputs(cfg: DaemonConfig) -> None:
         raise ConfigError("serial.mode must be 'frames' or 'lines'")
     if cfg.serial.reply and cfg.serial.mode != "frames":
         raise ConfigError("serial.reply needs serial.mode = 'frames' (lines carry no predictions back)")
-    for name in ("nonfinite", "reboot", "gap"):
-        if getattr(cfg.policy, name) not in POLICIES:
-            raise ConfigError(f"policy.{name} must be one of {POLICIES}")
+    _check_policies(cfg)
     if cfg.mqtt.qos not in (0, 1):
         raise ConfigError("mqtt.qos must be 0 or 1")
 
