@@ -51,11 +51,11 @@ def crossover() -> int:
         return DEFAULT_CROSSOVER
 
 
-def make_bank(model: Model, capacity: int, backend: str = "cpu") -> StreamBank:
+def make_bank(model: Model, capacity: int, backend: str = "cpu", products: bool = True) -> StreamBank:
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "cpu":
-        return StreamBank(model, capacity)
+        return StreamBank(model, capacity, products)
     reason = cuda_unavailable_reason()
     lacks = model.spec.beyond_classic() or ("float16 weights" if model.spec.weights != "float32" else None)
     if lacks and backend == "cuda":
@@ -63,7 +63,7 @@ def make_bank(model: Model, capacity: int, backend: str = "cpu") -> StreamBank:
                            f"Use backend='cpu', which runs every layer")
     if lacks:
         log.info("backend auto: CPU (the CUDA kernel lacks %s)", lacks)
-        return StreamBank(model, capacity)
+        return StreamBank(model, capacity, products)
     if backend == "cuda":
         if reason:
             raise BackendError(f"backend='cuda' cannot run here: {reason}. Use backend='cpu' (or 'auto', "
@@ -72,11 +72,11 @@ def make_bank(model: Model, capacity: int, backend: str = "cpu") -> StreamBank:
     widest = max(layer.hidden_size for layer in model.spec.layers)
     if reason:
         log.info("backend auto: CPU (%s)", reason)
-        return StreamBank(model, capacity)
+        return StreamBank(model, capacity, products)
     if capacity * widest < crossover():
         log.info("backend auto: CPU (%d streams x hidden %d is below the GPU crossover %d)",
                  capacity, widest, crossover())
-        return StreamBank(model, capacity)
+        return StreamBank(model, capacity, products)
     log.info("backend auto: CUDA (%d streams x hidden %d >= crossover %d)", capacity, widest, crossover())
     return CudaStreamBank(model, capacity)
 

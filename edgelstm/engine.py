@@ -115,11 +115,14 @@ class Model:
         """A new stream with zero state."""
         return Stream(self)
 
-    def bank(self, capacity: int = 1024, backend: str = "cpu") -> StreamBank:
+    def bank(self, capacity: int = 1024, backend: str = "cpu", products: bool = True) -> StreamBank:
         """Room for `capacity` independent streams, stepped together in one kernel call.
-        backend: "cpu", "cuda" (a GPU; BackendError if none) or "auto" (see backends.py)."""
+        backend: "cpu", "cuda" (a GPU; BackendError if none) or "auto" (see backends.py).
+        products: big batches as matrix products (kernels/bank_gemm.py: faster, and within
+        1e-6 of stepping each stream alone); False keeps every result bit for bit what
+        Stream.step gives, as the daemon does so that its answers replay exactly."""
         from .backends import make_bank
-        return make_bank(self, capacity, backend)
+        return make_bank(self, capacity, backend, products)
 
     def new_work(self) -> np.ndarray:
         """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
@@ -295,10 +298,11 @@ class StreamBank:
     A new id gets a zero state on first use; evict(id) frees its slot.
     """
 
-    def __init__(self, model: Model, capacity: int):
+    def __init__(self, model: Model, capacity: int, products: bool = True):
         if capacity < 1:
             raise StateError("capacity must be at least 1")
         self.model = model
+        self.products = products and model.gemm                             # see Model.bank
         self.capacity = capacity
         self._state = np.zeros((capacity, model.state_size), np.float32)   # (N, S)
         self._work = model.new_work()
@@ -349,7 +353,7 @@ class StreamBank:
         Y = np.empty((len(ids), self.model.output_size), np.float32)
         args = (self.model.params, self.model.meta, self._state, rows, X.reshape(-1), Y.reshape(-1), self._work,
                 self._status)
-        if self.model.gemm and len(ids) >= self.model.gemm_min:
+        if self.products and len(ids) >= self.model.gemm_min:
             rc = self._gemm_bank().step(self.model.gemm_kernels(), *args)
         else:
             rc = self._step(*args)

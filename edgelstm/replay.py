@@ -20,9 +20,6 @@ What a recording cannot tell, so where a replay may differ from the live run:
     (stream_ttl_s, evict_idle_s) run on the recorded t, which is the sender's clock;
   - whether the sender gave t: one that did not was recorded with its time of receipt, which the
     replay takes for the sender's (so max_gap_s applies where the live daemon saw no t);
-  - the daemon's batches: it steps up to max_batch streams per kernel call, and 32 or more go
-    through matrix products (kernels/bank_gemm.py), equal to one stream's step to ~1e-6 but not
-    bit for bit. A replay steps one reading per call, which computes what Stream.step does;
   - MQTT redeliveries, which edgelstm record skips as duplicates.
 """
 

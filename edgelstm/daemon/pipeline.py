@@ -34,7 +34,9 @@ class Pipeline:
         self.metrics = metrics
         self.ledger = ledger
         self.outputs = outputs
-        self.bank = model.bank(cfg.capacity, backend=cfg.backend)
+        # no matrix products: every answer stays bit for bit what Stream.step gives, so a
+        # replay of a recording (edgelstm replay) reproduces it, whatever the batch sizes were
+        self.bank = model.bank(cfg.capacity, backend=cfg.backend, products=False)
         self.seq = Sequencer(cfg.policy, cfg.capacity, model.output_size, self._forget)
         self.evicted = {"idle": 0, "capacity": 0}       # since the last summary line
         self._hello_seen: set[tuple[str, int]] = set()
@@ -236,7 +238,7 @@ class Pipeline:
         states = self.bank.states(ids)
         self.model = new
         self.outputs.use_model(new)
-        self.bank = new.bank(self.cfg.capacity, backend=self.cfg.backend)
+        self.bank = new.bank(self.cfg.capacity, backend=self.cfg.backend, products=False)
         for s, values in zip(ids, states):
             self.bank.set_state(s, StreamState(new.content_hash, values))
         self.seq.forget_answers()

@@ -125,8 +125,8 @@ class Daemon:
     def _load_model(self, status: Callable[[str], None] | None = None) -> Model:
         t0 = time.perf_counter()
         model = load(self.cfg.model)
-        # the bank steps big batches as matrix products; a cold cache compiles for a while
-        model.warmup(banks=True, status=status or (lambda text: log.info("model %s: %s", self.cfg.model, text)))
+        # a cold cache compiles for a while: say so (status line, or the log)
+        model.warmup(status=status or (lambda text: log.info("model %s: %s", self.cfg.model, text)))
         log.info("model %s loaded and compiled in %.2f s: %d -> %d, hash %s", self.cfg.model,
                  time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
         return model
