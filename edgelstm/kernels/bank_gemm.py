@@ -30,7 +30,7 @@ import numpy as np
 
 from .._numba import compiled_for, inline, kernel
 from . import gate_math
-from .cpu import STATUS_NONFINITE, STATUS_OK, TILE, _count_nonfinite, _first_nonfinite_row
+from .cpu import STATUS_NONFINITE, STATUS_OK, TILE, _count_nonfinite, _first_nonfinite_row, post_and_heads
 from .cpu_graph import run_chain, run_plain_chain
 from .layout import (
     HEADER_LEN,
@@ -54,7 +54,6 @@ from .layout import (
     W_Y,
     WORK_WIDTH,
 )
-from .sequence import post_and_heads
 
 # Below this much work per call cpu.step's tiles win: the products' fixed cost (a few NumPy
 # calls) is then a large share. Measured crossover: benchmarks/README.md, "bank.step".

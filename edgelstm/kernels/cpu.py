@@ -166,17 +166,24 @@ def _forward_tile(params, meta, xs, x0, wk, B, chain):
             wk[v + j] = xs[x + j]
     src = chain(params, meta, meta[PRE_FIRST], meta[PRE_COUNT], wk, width, raw, B)
     src = _recurrent(params, meta, wk, width, src, B)
-    src = chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
+    post_and_heads(params, meta, wk, width, src, B, chain)
+
+
+@inline
+def post_and_heads(params, meta, wk, width, src, B, chain):
+    """The post chain and heads, from the vector at src of B work rows into their y area;
+    chain: run_plain_chain or run_chain."""
+    top = chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
     y_area = u(meta[W_Y])
     if meta[N_HEADS] == 0:
-        _copy(wk, width, src, y_area, u(meta[N_OUT]), B)
+        _copy(wk, width, top, y_area, u(meta[N_OUT]), B)
         return
     trunk = u(meta[W_TRUNK])
-    _copy(wk, width, src, trunk, u(meta[N_TRUNK]), B)
-    for h in range(meta[N_HEADS]):
-        row = meta[HEADS_AT] + HEAD_LEN * h
-        out = chain(params, meta, meta[row + H_FIRST], meta[row + H_COUNT], wk, width, trunk, B)
-        _copy(wk, width, out, y_area + u(meta[row + H_Y]), u(meta[row + H_SIZE]), B)
+    _copy(wk, width, top, trunk, u(meta[N_TRUNK]), B)
+    for hd in range(meta[N_HEADS]):
+        hrow = meta[HEADS_AT] + HEAD_LEN * hd
+        out = chain(params, meta, meta[hrow + H_FIRST], meta[hrow + H_COUNT], wk, width, trunk, B)
+        _copy(wk, width, out, y_area + u(meta[hrow + H_Y]), u(meta[hrow + H_SIZE]), B)
 
 
 @kernel

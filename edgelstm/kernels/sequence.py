@@ -22,16 +22,10 @@ import numpy as np
 
 from .._numba import inline, kernel
 from . import gate_math
-from .cpu import STATUS_NONFINITE, STATUS_OK, TILE, _copy, _count_nonfinite, _first_nonfinite_row
+from .cpu import STATUS_NONFINITE, STATUS_OK, TILE, _count_nonfinite, _first_nonfinite_row, post_and_heads
 from .cpu_graph import run_plain_chain
 from .layout import (
-    H_COUNT,
-    H_FIRST,
-    H_SIZE,
-    H_Y,
-    HEAD_LEN,
     HEADER_LEN,
-    HEADS_AT,
     KIND_LSTM,
     L_BA,
     L_BB,
@@ -46,18 +40,13 @@ from .layout import (
     L_WHR,
     L_WIH,
     LAYER_LEN,
-    N_HEADS,
     N_IN,
     N_LAYERS,
     N_OUT,
     N_STATE,
-    N_TRUNK,
-    POST_COUNT,
-    POST_FIRST,
     PRE_COUNT,
     PRE_FIRST,
     W_GB,
-    W_TRUNK,
     W_VC,
     W_Y,
     WORK_WIDTH,
@@ -258,23 +247,6 @@ def _gru_run(params, tw, w, meta, row, st, s0, sq, sw, src, dst, g_off, wk, gb, 
         if bad < 0 and _count_nonfinite(st, h, hid):
             bad = t
     return bad
-
-
-@inline
-def post_and_heads(params, meta, wk, width, src, B, chain):
-    """The post chain and heads of a graph without per-stream state (conv, attention), from the
-    vector at src of B work rows into their y area; chain: run_plain_chain or run_chain."""
-    top = chain(params, meta, meta[POST_FIRST], meta[POST_COUNT], wk, width, src, B)
-    y_area = u(meta[W_Y])
-    if meta[N_HEADS] == 0:
-        _copy(wk, width, top, y_area, u(meta[N_OUT]), B)
-        return
-    trunk = u(meta[W_TRUNK])
-    _copy(wk, width, top, trunk, u(meta[N_TRUNK]), B)
-    for hd in range(meta[N_HEADS]):
-        hrow = meta[HEADS_AT] + HEAD_LEN * hd
-        out = chain(params, meta, meta[hrow + H_FIRST], meta[hrow + H_COUNT], wk, width, trunk, B)
-        _copy(wk, width, out, y_area + u(meta[hrow + H_Y]), u(meta[hrow + H_SIZE]), B)
 
 
 @kernel
