@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from conftest import ROOT
+from ha_schema import SAFE_LEVEL, check_documented
 
 import edgelstm
 from edgelstm.cli import main
@@ -25,25 +26,6 @@ NAMED = edgelstm.Model(BASE.spec.with_names(OutputNames(outputs=("temperature", 
                                                         units=("°C", "%", ""))))
 MODELS = {"unnamed": BASE, "labelled": LABELLED, "named": NAMED}
 
-# The configuration variables of an MQTT sensor, as https://www.home-assistant.io/integrations/sensor.mqtt/
-# lists them (source: home-assistant.io, source/_integrations/sensor.mqtt.markdown; `object_id` was replaced by
-# `default_entity_id` in Home Assistant 2025.10 and stops working in 2026.4), plus `origin`, which the MQTT
-# integration's discovery section documents for every discovery payload
-# (https://www.home-assistant.io/integrations/mqtt/#discovery-payload).
-SENSOR_KEYS = {
-    "availability", "availability_mode", "availability_template", "availability_topic", "default_entity_id",
-    "device", "device_class", "enabled_by_default", "encoding", "entity_category", "entity_picture", "expire_after",
-    "force_update", "icon", "json_attributes_template", "json_attributes_topic", "last_reset_value_template", "name",
-    "options", "payload_available", "payload_not_available", "platform", "suggested_display_precision", "qos",
-    "state_class", "state_topic", "unique_id", "unit_of_measurement", "value_template",
-    "origin",
-}
-DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model", "model_id",
-               "name", "serial_number", "suggested_area", "sw_version", "via_device"}
-ORIGIN_KEYS = {"name", "sw_version", "support_url"}
-# the documented state classes (developers.home-assistant.io/docs/core/entity/sensor#available-state-classes)
-STATE_CLASSES = {"measurement", "measurement_angle", "total", "total_increasing"}
-SAFE_LEVEL = re.compile(r"[a-zA-Z0-9_-]+")          # a discovery topic's node_id and object_id
 STREAMS = ["s01", "wrist 1", "wrist.1", "wrist_1", "wrist-1", "Küche", "a" * 120, "ID", "id"]
 
 
@@ -68,12 +50,8 @@ def test_every_key_is_one_home_assistant_documents_and_the_required_ones_are_the
     found = configs(MODELS[kind], STREAMS)
     assert len(found) == len(STREAMS) * (2 if kind == "labelled" else 3)
     for topic, c in found.items():
-        assert set(c) <= SENSOR_KEYS, set(c) - SENSOR_KEYS
-        assert set(c["device"]) <= DEVICE_KEYS and set(c["origin"]) <= ORIGIN_KEYS
-        # state_topic is the one key the docs require; a device needs unique_id and an identifier
-        for key in ("state_topic", "unique_id", "name", "value_template", "availability_topic", "device"):
-            assert c[key], key
-        assert c["device"]["identifiers"] and c["device"]["manufacturer"] == "edgelstm"
+        check_documented(topic, c)
+        assert c["device"]["manufacturer"] == "edgelstm"
         assert c["device"]["sw_version"] == edgelstm.__version__ == c["origin"]["sw_version"]
         assert c["device"]["model"] == f"model {MODELS[kind].content_hash[:12]}"
         assert (c["payload_available"], c["payload_not_available"]) == ("online", "offline")
@@ -81,14 +59,6 @@ def test_every_key_is_one_home_assistant_documents_and_the_required_ones_are_the
         assert c["json_attributes_topic"] == c["state_topic"] == f"sensors/{c['device']['name']}/prediction"
         assert c["default_entity_id"].startswith("sensor.") and re.fullmatch(r"sensor\.[a-z0-9_]+",
                                                                              c["default_entity_id"])
-        # options only with device_class enum, never with a unit or state class (Home Assistant refuses it)
-        if "options" in c:
-            assert c["device_class"] == "enum" and "state_class" not in c and "unit_of_measurement" not in c
-        else:
-            assert c["state_class"] in STATE_CLASSES
-        prefix, component, node_id, object_id, last = topic.split("/")
-        assert (prefix, component, last) == ("homeassistant", "sensor", "config")
-        assert SAFE_LEVEL.fullmatch(node_id) and SAFE_LEVEL.fullmatch(object_id), topic
 
 
 def test_ids_are_unique_across_streams_and_outputs_and_stable():

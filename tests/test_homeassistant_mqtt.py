@@ -9,6 +9,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 from daemon_helpers import MODEL, Collector, DaemonProcess, Publisher, by_label, scrape, stop_client, wait_until
+from ha_schema import check_documented
 
 import edgelstm
 from edgelstm.model import deploy
@@ -86,6 +87,8 @@ def test_first_reading_leaves_retained_configs_and_availability_follows_the_daem
     retained = late.retained_now("homeassistant/sensor/marker/x/config")
     assert len(retained) == 2 and all(is_retained for _, _, is_retained in retained)
     configs = {topic: json.loads(payload) for topic, payload, _ in retained}
+    for topic, c in configs.items():                            # what the broker holds, as documented
+        check_documented(topic, c)
     node = daemon.client_id
     by_key = {topic.rsplit("/", 2)[1].rsplit("_", 1)[1]: c for topic, c in configs.items()}
     assert all(topic.startswith(f"homeassistant/sensor/{node}/wrist_1_") for topic in configs)
