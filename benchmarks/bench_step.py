@@ -105,12 +105,6 @@ def main():
     x0 = xs[0]
     t, runs = median_time(lambda: s.step(x0), n(20000), args.repeats)
     record("edgelstm stream.step", t, 1, runs, "one reading per Python call")
-    half = edgelstm.Model(spec.with_weights("float16"))
-    half.warmup()
-    s16 = half.stream()
-    np.testing.assert_allclose(half.stream().step_many(xs), expected, atol=1e-2)
-    t, runs = median_time(lambda: s16.step(x0), n(20000), args.repeats)
-    record("edgelstm stream.step float16", t, 1, runs, "float16 weight matrices, float32 math")
     s2 = model.stream()
     t, runs = median_time(lambda: s2.step_many(xs), n(200), args.repeats)
     record("edgelstm step_many", t, T, runs, f"{T} readings per call")
@@ -202,11 +196,7 @@ def other_shape(i: int, h: int, layers: int, n, repeats: int) -> dict:
     bank, ids = model.bank(K), list(range(K))
     out["edgelstm bank.step 256"] = median_time(lambda: bank.step(ids, xb), n(200), repeats)[0] / K * 1e6
     expected = model.stream().step_many(xs)
-    half = edgelstm.Model(model.spec.with_weights("float16"))
-    half.warmup()
-    s16 = half.stream()
-    out["edgelstm stream.step float16"] = median_time(lambda: s16.step(xs[0]), n(20000), repeats)[0] * 1e6
-    half_error = float(np.abs(half.stream().step_many(xs) - expected).max())
+
     z = torch.zeros(layers, 1, h)
     with torch.no_grad():
         np.testing.assert_allclose(net(torch.from_numpy(xs)[:, None], z, z)[0][:, 0].numpy(), expected, atol=1e-5)
@@ -229,9 +219,7 @@ def other_shape(i: int, h: int, layers: int, n, repeats: int) -> dict:
         _, feed["h"], feed["c"] = sess.run(None, feed)
     out["ONNX Runtime step"] = median_time(ort_step, n(5000), repeats)[0] * 1e6
     progress(f"I{i} H{h} L{layers}: " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()))
-    return {"us_per_step": out, "flops_per_step": step_flops(i, h, layers),
-            "float16_max_abs_error": half_error, "weights_kib": {"float32": model.memory_bytes / 1024,
-                                                                "float16": half.memory_bytes / 1024}}
+    return {"us_per_step": out, "flops_per_step": step_flops(i, h, layers), "weights_kib": model.memory_bytes / 1024}
 
 
 def mlp_variants(record, n, repeats: int, xs) -> None:
@@ -296,8 +284,6 @@ def report(results: dict, shapes: dict, repeats: int, name: str) -> None:
     print(f"\n{'other shapes, us/step':<30}" + "".join(f"{k:>14}" for k in shapes))
     for variant in next(iter(shapes.values()))["us_per_step"]:
         print(f"{variant:<30}" + "".join(f"{v['us_per_step'][variant]:>14.2f}" for v in shapes.values()))
-    print(f"{'float16: max |y - y_float32|':<30}" + "".join(f"{v['float16_max_abs_error']:>14.1e}"
-                                                           for v in shapes.values()))
     payload = {"shape": {"input": I, "hidden": H, "layers": LAYERS, "output": O}, "repeats": repeats,
                "machine": machine(), "results": results, "ratios": ratios, "blas_ceiling": ceiling,
                "other_shapes": shapes,

@@ -57,7 +57,7 @@ def make_bank(model: Model, capacity: int, backend: str = "cpu", products: bool 
     if backend == "cpu":
         return StreamBank(model, capacity, products)
     reason = cuda_unavailable_reason()
-    lacks = model.spec.beyond_classic() or ("float16 weights" if model.spec.weights != "float32" else None)
+    lacks = model.spec.beyond_classic()
     if lacks and backend == "cuda":
         raise BackendError(f"backend='cuda' cannot run this model: the CUDA kernel lacks {lacks}. "
                            f"Use backend='cpu', which runs every layer")

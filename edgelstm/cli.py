@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .convert_options import add_name_options, add_precision_option, named, with_precision
+from .convert_options import add_name_options, named
 from .errors import EdgeLSTMError
 from .progress import Progress
 
@@ -118,15 +118,10 @@ def cmd_convert(args) -> int:
             spec = load_spec(args.source, status=line.update, **_load_options(args))
         out = args.output or os.path.splitext(args.weights if args.module else args.source)[0] + ".elstm"
         spec = named(spec, args)
-        if args.precision != "float32":
-            line.update(f"rounding the weights to {args.precision} and measuring the error")
-        spec, cost = with_precision(spec, args)
         line.update(f"writing {out}")
         digest = deploy.save(spec, out)
     print(f"wrote {out}  ({os.path.getsize(out):,} bytes, hash {digest[:12]})")
     print(spec.describe())
-    if cost:
-        print(cost)
     return 0
 
 
@@ -169,8 +164,7 @@ def cmd_inspect(args) -> int:
     print(spec.describe())
     print(f"  input size {spec.input_size}, output size {spec.output_size}")
     print(f"  parameters        {spec.parameter_count:,}")
-    print(f"  weights in memory {model.memory_bytes / 1024:,.1f} KiB ({spec.weights} matrices, packed for the "
-          f"kernels)")
+    print(f"  weights in memory {model.memory_bytes / 1024:,.1f} KiB (float32, packed for the kernels)")
     print(f"  state per stream  {spec.state_size} floats = {spec.state_size * 4} bytes")
     print(f"  content hash      {model.content_hash}")
     if spec.source:
@@ -310,7 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input-size", type=int, metavar="N", help="features per reading (default: from the weights)")
     _model_options(p)
     add_name_options(p)
-    add_precision_option(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export-c", help="generate portable C99 for a microcontroller (float32 or int8 weights)",

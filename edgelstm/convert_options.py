@@ -39,30 +39,3 @@ def named(spec: ModelSpec, args) -> ModelSpec:
     except ModelFormatError as exc:
         raise ModelFormatError(f"--{flag}: {exc}") from None
 
-
-def add_precision_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
-                   help="how the weight matrices are stored for the CPU kernels: float16 halves the bytes read "
-                        "per step (math stays float32) for models too big for the CPU's cache; convert prints "
-                        "the error it costs. The CUDA backend runs float32 models only (default: float32)")
-
-
-def with_precision(spec: ModelSpec, args, steps: int = 1000) -> tuple[ModelSpec, str]:
-    """spec stored as --precision says, and a line saying what float16 costs (empty for float32):
-    the largest difference from the float32 model over `steps` readings (the normalised inputs'
-    scale when the model normalises them, else standard normal)."""
-    if args.precision == "float32":
-        return spec, ""
-    import numpy as np
-
-    from .engine import Model
-    from .model.layers import Affine
-    half = spec.with_weights(args.precision)
-    z = np.random.default_rng(0).standard_normal((steps, spec.input_size))
-    first = spec.pre[0] if spec.pre else None
-    xs = (first.offset + z / first.scale if isinstance(first, Affine) else z).astype(np.float32)
-    exact, rounded = Model(spec).stream().step_many(xs), Model(half).stream().step_many(xs)
-    diff = float(np.abs(exact - rounded).max())
-    scale = float(np.abs(exact).max())
-    return half, (f"{args.precision} weights: max |y - y_float32| = {diff:.2g} over {steps:,} streamed readings "
-                  f"(outputs up to {scale:.3g}); check it against your tolerance with `edgelstm verify`")

@@ -63,7 +63,6 @@ from .layout import (
     W_TRUNK,
     W_VC,
     W_Y,
-    WEIGHTS_HALF,
     WORK_WIDTH,
 )
 from .matvec import BIAS, NO_BIAS, matvec
@@ -90,15 +89,14 @@ def _lstm_layer(params, meta, row, wk, width, src, B):
         for j in range(n_out):
             wk[base + cat + n_in + j] = wk[base + prev + h_off + j]
     matvec(params, u(meta[row + L_WIH]), _4 * hid, n_in + n_out, u(meta[row + L_BA]), BIAS,
-            wk, width, cat, ga, B, meta[WEIGHTS_HALF] != 0)
+            wk, width, cat, ga, B)
     h_dst = tmp if projected else nxt + h_off
     if meta[row + L_PEEP] >= 0:
         _peephole_gates(params, u(meta[row + L_PEEP]), hid, wk, width, ga, prev + c_off, nxt + c_off, h_dst, B)
     else:
         _gates(hid, wk, width, ga, prev + c_off, nxt + c_off, h_dst, B)
     if projected:                                  # h = W_hr (o * tanh(c))
-        matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, NO_BIAS, wk, width, tmp, nxt + h_off, B,
-               meta[WEIGHTS_HALF] != 0)
+        matvec(params, u(meta[row + L_WHR]), n_out, hid, _0, NO_BIAS, wk, width, tmp, nxt + h_off, B)
 
 
 @inline
@@ -140,10 +138,8 @@ def _gru_layer(params, meta, row, wk, width, src, B):
     n_in, hid = u(meta[row + L_IN]), u(meta[row + L_HID])
     ga, gb, prev, nxt = u(meta[W_GA]), u(meta[W_GB]), u(meta[W_PREV]), u(meta[W_NEXT])
     h_off = u(meta[row + L_H])
-    half = meta[WEIGHTS_HALF] != 0
-    matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), BIAS, wk, width, src, ga, B, half)
-    matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), BIAS, wk, width, prev + h_off, gb, B,
-           half)
+    matvec(params, u(meta[row + L_WIH]), _3 * hid, n_in, u(meta[row + L_BA]), BIAS, wk, width, src, ga, B)
+    matvec(params, u(meta[row + L_WHH]), _3 * hid, hid, u(meta[row + L_BB]), BIAS, wk, width, prev + h_off, gb, B)
     for b in range(B):
         a, c, base = u(b) * width + ga, u(b) * width + gb, u(b) * width
         for j in range(_2 * hid):                  # gate rows r, z, n

@@ -37,7 +37,6 @@ from .layout import (
     W_VB,
     W_VC,
     W_VD,
-    WEIGHTS_HALF,
 )
 from .matvec import BIAS, matvec
 
@@ -123,7 +122,7 @@ def _apply_plain(params, meta, r, wk, width, src, dst, B):
     n_in, n_out = u(meta[r + O_IN]), u(meta[r + O_OUT])
     p0, p1 = u(max(meta[r + O_P0], 0)), u(max(meta[r + O_P1], 0))
     if meta[r + O_KIND] == OP_LINEAR:
-        matvec(params, p0, n_out, n_in, p1, BIAS, wk, width, src, dst, B, meta[WEIGHTS_HALF] != 0)
+        matvec(params, p0, n_out, n_in, p1, BIAS, wk, width, src, dst, B)
     else:
         _affine(params, p0, p1, u(meta[r + O_P2]), n_in, wk, width, src, dst, B)
 
@@ -162,8 +161,7 @@ def _conv(params, meta, r, wk, width, src, dst, B):
                 wk[base + nxt + u(t) * c_in + j] = wk[base + prev + (u(t) + _1) * c_in + j]
         for j in range(c_in):
             wk[base + nxt + (hist - _1) * c_in + j] = wk[base + src + j]
-    matvec(params, u(meta[r + O_P0]), n_out, k_size * c_in, u(meta[r + O_P1]), BIAS, wk, width, col, dst, B,
-           meta[WEIGHTS_HALF] != 0)
+    matvec(params, u(meta[r + O_P0]), n_out, k_size * c_in, u(meta[r + O_P1]), BIAS, wk, width, col, dst, B)
 
 
 @inline

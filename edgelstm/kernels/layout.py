@@ -33,8 +33,7 @@ N_LAYERS, N_IN, N_OUT, N_STATE, IN_MEAN, IN_SCALE, OUT_MEAN, OUT_SCALE = range(8
 HEAD_W, HEAD_B, HEAD_IN, W_PREV, W_NEXT, W_CAT, W_GA, W_GB, W_TMP, W_Y, WORK_WIDTH = range(8, 19)
 PRE_FIRST, PRE_COUNT, POST_FIRST, POST_COUNT, HEADS_AT, N_HEADS, OPS_AT = range(19, 26)
 W_VA, W_VB, W_VC, W_VD, W_TRUNK, N_TRUNK = range(26, 32)
-WEIGHTS_HALF = 32              # 1: the matrices are float16, two to a params slot (matvec.py); else 0
-HEADER_LEN = 33
+HEADER_LEN = 32
 # per-layer fields (HEAD_W/HEAD_B/L_WHR/L_C/L_WHH are -1 when absent); for LSTM, L_WIH is the
 # concatenated (4H, I + P) matrix and L_WHH is unused
 L_KIND, L_IN, L_HID, L_OUT, L_WIH, L_WHH, L_BA, L_BB, L_WHR, L_H, L_C, L_PEEP = range(12)
@@ -58,21 +57,11 @@ ACT_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 
 
 class _Packer:
-    """Appends float32 arrays to one parameter vector, returning each one's offset. Matrices
-    the kernels read through matvec go through put_matrix: float16 bits, two per slot (padded
-    to a whole slot), when the model has float16 weights."""
+    """Appends float32 arrays to one parameter vector, returning each one's offset."""
 
-    def __init__(self, half: bool = False) -> None:
+    def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.size = 0
-        self.half = half
-
-    def put_matrix(self, a) -> int:
-        if not self.half:
-            return self.put(a)
-        bits = np.ascontiguousarray(a, dtype=np.float16).ravel()
-        bits = np.concatenate([bits, np.zeros(bits.size % 2, np.float16)])
-        return self.put(bits.view(np.float32))
 
     def put(self, a) -> int:
         a = np.ascontiguousarray(a, dtype=np.float32).ravel()
@@ -88,7 +77,7 @@ class _Packer:
 
 def _recurrent_rows(spec: ModelSpec, meta: np.ndarray, packer: _Packer) -> dict:
     """Fills the layer rows; returns the widths the work row needs and the state used."""
-    put, put_matrix = packer.put, packer.put_matrix
+    put = packer.put
     state_off, widest_gates, widest_hidden, widest_cat = 0, 1, 1, 1
     for k, layer in enumerate(spec.layers):
         row = HEADER_LEN + LAYER_LEN * k
@@ -96,10 +85,10 @@ def _recurrent_rows(spec: ModelSpec, meta: np.ndarray, packer: _Packer) -> dict:
         meta[row + L_KIND] = KIND_LSTM if layer.kind == "lstm" else KIND_GRU
         meta[row + L_IN], meta[row + L_HID], meta[row + L_OUT] = layer.input_size, hid, layer.output_size
         if layer.kind == "lstm":
-            meta[row + L_WIH] = put_matrix(np.concatenate([layer.w_ih, layer.w_hh], axis=1))  # (4H, I+P)
+            meta[row + L_WIH] = put(np.concatenate([layer.w_ih, layer.w_hh], axis=1))  # (4H, I+P)
             meta[row + L_BA] = put(layer.b_ih.astype(np.float64) + layer.b_hh)         # summed once
         else:
-            meta[row + L_WIH], meta[row + L_WHH] = put_matrix(layer.w_ih), put_matrix(layer.w_hh)  # (3H, I), (3H, H)
+            meta[row + L_WIH], meta[row + L_WHH] = put(layer.w_ih), put(layer.w_hh)  # (3H, I), (3H, H)
             # r and z biases can be summed; b_hn must stay inside r * (W_hn h + b_hn).
             b_a = layer.b_ih.astype(np.float64).copy()
             b_a[: 2 * hid] += layer.b_hh[: 2 * hid]
@@ -107,7 +96,7 @@ def _recurrent_rows(spec: ModelSpec, meta: np.ndarray, packer: _Packer) -> dict:
             b_b[2 * hid:] = layer.b_hh[2 * hid:]
             meta[row + L_BA], meta[row + L_BB] = put(b_a), put(b_b)
         if layer.w_hr is not None:
-            meta[row + L_WHR] = put_matrix(layer.w_hr)                        # (P, H)
+            meta[row + L_WHR] = put(layer.w_hr)                        # (P, H)
         if layer.w_peep is not None:
             meta[row + L_PEEP] = put(layer.w_peep)                            # (3, H) rows i, f, o
         h_size, c_size = layer.state_sizes
@@ -138,7 +127,7 @@ def _flatten(spec: ModelSpec) -> tuple[list, list]:
 
 def _op_rows(rows: list, meta: np.ndarray, at: int, packer: _Packer, state_off: int) -> tuple[int, int]:
     """Fills the graph-layer rows from meta[at]; returns (state used up to, widest vector)."""
-    put, put_matrix = packer.put, packer.put_matrix
+    put = packer.put
     widest, score_at = 1, len(rows)
     score_seen = sum(len(x.score) for x in rows if isinstance(x, L.AttentionPool))
     score_at -= score_seen
@@ -147,7 +136,7 @@ def _op_rows(rows: list, meta: np.ndarray, at: int, packer: _Packer, state_off: 
         meta[r + O_IN], meta[r + O_OUT] = layer.in_size, layer.out_size
         widest = max(widest, layer.in_size, layer.out_size)
         if isinstance(layer, L.Linear):
-            meta[r + O_KIND], meta[r + O_P0], meta[r + O_P1] = OP_LINEAR, put_matrix(layer.weight), put(layer.bias)
+            meta[r + O_KIND], meta[r + O_P0], meta[r + O_P1] = OP_LINEAR, put(layer.weight), put(layer.bias)
         elif isinstance(layer, L.Affine):
             meta[r + O_KIND] = OP_AFFINE
             meta[r + O_P0], meta[r + O_P1], meta[r + O_P2] = put(layer.offset), put(layer.scale), put(layer.shift)
@@ -158,7 +147,7 @@ def _op_rows(rows: list, meta: np.ndarray, at: int, packer: _Packer, state_off: 
             meta[r + O_KIND], meta[r + O_AUX], meta[r + O_F0] = OP_ACTIVATION, ACT_CODES[layer.kind], put([layer.alpha])
         elif isinstance(layer, L.CausalConv1d):
             meta[r + O_KIND] = OP_CONV
-            meta[r + O_P0] = put_matrix(np.transpose(layer.weight, (0, 2, 1)))     # (O, K, C_in)
+            meta[r + O_P0] = put(np.transpose(layer.weight, (0, 2, 1)))     # (O, K, C_in)
             meta[r + O_P1], meta[r + O_AUX], meta[r + O_AUX2] = put(layer.bias), layer.kernel_size, layer.dilation
             meta[r + O_STATE] = state_off
             state_off += layer.state_size
@@ -171,11 +160,9 @@ def _op_rows(rows: list, meta: np.ndarray, at: int, packer: _Packer, state_off: 
     return state_off, widest
 
 
-def matrix(params: np.ndarray, meta: np.ndarray, offset, shape: tuple[int, int]) -> np.ndarray:
-    """The (rows, cols) matrix packed at params[offset], as float32 (decoded if float16)."""
+def matrix(params: np.ndarray, offset, shape: tuple[int, int]) -> np.ndarray:
+    """The (rows, cols) matrix packed at params[offset] (a view)."""
     n, at = shape[0] * shape[1], int(offset)
-    if meta[WEIGHTS_HALF]:
-        return params.view(np.float16)[2 * at:2 * at + n].astype(np.float32).reshape(shape)
     return params[at:at + n].reshape(shape)
 
 
@@ -195,7 +182,7 @@ def stateless_graph(meta: np.ndarray) -> bool:
 
 def pack(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     """Returns (params float32 (P,), meta int64 (M,)) for the kernels."""
-    packer = _Packer(half=spec.weights == "float16")
+    packer = _Packer()
     put = packer.put
     rows, spans = _flatten(spec)
     heads_at = HEADER_LEN + LAYER_LEN * len(spec.layers)
@@ -203,7 +190,6 @@ def pack(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     meta = np.full(ops_at + OP_LEN * len(rows), -1, dtype=np.int64)
     widths = _recurrent_rows(spec, meta, packer)
     state_off, widest = _op_rows(rows, meta, ops_at, packer, widths["state"])
-    meta[WEIGHTS_HALF] = int(packer.half)
     (pre_first, pre_count), (post_first, post_count) = spans[:2]
     meta[PRE_FIRST], meta[PRE_COUNT], meta[POST_FIRST], meta[POST_COUNT] = pre_first, pre_count, post_first, post_count
     meta[HEADS_AT], meta[N_HEADS], meta[OPS_AT] = heads_at, len(spec.heads), ops_at

@@ -91,11 +91,11 @@ def transposed_weights(meta, params) -> np.ndarray:
         row = HEADER_LEN + LAYER_LEN * k
         n_in, hid, n_out = int(meta[row + L_IN]), int(meta[row + L_HID]), int(meta[row + L_OUT])
         if meta[row + L_KIND] == KIND_LSTM:
-            w = matrix(params, meta, meta[row + L_WIH], (4 * hid, n_in + n_out))
+            w = matrix(params, meta[row + L_WIH], (4 * hid, n_in + n_out))
             w_ih, w_hh = w[:, :n_in], w[:, n_in:]
         else:
-            w_ih = matrix(params, meta, meta[row + L_WIH], (3 * hid, n_in))
-            w_hh = matrix(params, meta, meta[row + L_WHH], (3 * hid, hid))
+            w_ih = matrix(params, meta[row + L_WIH], (3 * hid, n_in))
+            w_hh = matrix(params, meta[row + L_WHH], (3 * hid, hid))
         parts += [w_ih.T.ravel(), w_hh.T.ravel()]
     tw = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
     tw.flags.writeable = False

@@ -145,7 +145,7 @@ def _spec_v2(arch: dict, a: dict, source: dict) -> ModelSpec:
 
     heads = tuple(Head(h["name"], chain(h["layers"], f"heads.{h['name']}.")) for h in arch["heads"])
     return ModelSpec(_recurrent(arch, a), chain(arch["pre"], "pre."), chain(arch["post"], "post."), heads,
-                     source=source, weights=str(arch.get("weights", "float32")))
+                     source=source)
 
 
 def _spec_v1(arch: dict, a: dict, source: dict) -> ModelSpec:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ModelFormatError
-from . import precision
 from .layers import Affine, AttentionPool, CausalConv1d, Head, Linear, check_chain, frozen_f32, state_size
 from .layers import arrays as layer_arrays
 from .layers import config as layer_config
@@ -109,8 +108,6 @@ class ModelSpec:
     # computed from, which checkpoints and StreamStates are keyed by, so renaming a class keeps
     # every stream's state, and a model without names keeps the hash it always had.
     names: OutputNames = field(default=NO_NAMES, compare=False)
-    # "float16": every matrix holds float16 values and the kernels store them so (precision.py)
-    weights: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("layers", "pre", "post", "heads"):
@@ -146,13 +143,6 @@ class ModelSpec:
         if not isinstance(self.names, OutputNames):
             raise ModelFormatError(f"names must be an OutputNames, got {type(self.names).__name__}")
         self.names.check_fits(self.output_size, tuple(h.name for h in self.heads))
-        if self.weights not in precision.PRECISIONS:
-            raise ModelFormatError(f"weights must be one of {precision.PRECISIONS}, not {self.weights!r}")
-        if self.weights == "float16":
-            for what, matrix in precision.matrices(self):
-                if not precision.is_half(matrix):
-                    raise ModelFormatError(f"{what} holds values that are not float16: make the model with "
-                                           f"with_weights('float16')")
 
     @classmethod
     def classic(cls, layers, head: Linear | None = None, input_norm: Affine | None = None,
@@ -187,21 +177,6 @@ class ModelSpec:
         if post and isinstance(post[0], Affine) and not post[0].offset.any():
             post.pop(0)
         return f"the output layer {describe_layer(post[0])}" if post else None
-
-    def with_weights(self, weights: str) -> ModelSpec:
-        """The model with its matrices stored as `weights` ("float16" rounds them: another hash)."""
-        if weights != "float16":
-            return dataclasses.replace(self, weights=weights)
-        layers = tuple(dataclasses.replace(
-            layer, w_ih=precision.rounded(layer.w_ih, f"layer {k} W_ih"),
-            w_hh=precision.rounded(layer.w_hh, f"layer {k} W_hh"),
-            w_hr=None if layer.w_hr is None else precision.rounded(layer.w_hr, f"layer {k} W_hr"))
-            for k, layer in enumerate(self.layers))
-        return dataclasses.replace(
-            self, layers=layers, weights="float16",
-            pre=tuple(precision.half_layer(x, f"pre {k}") for k, x in enumerate(self.pre)),
-            post=tuple(precision.half_layer(x, f"post {k}") for k, x in enumerate(self.post)),
-            heads=tuple(precision.half_head(h, "head") for h in self.heads))
 
     def with_names(self, names: OutputNames) -> ModelSpec:
         """The same model (the same hash) with these labels or output names; ModelFormatError if they do not fit."""
@@ -282,8 +257,6 @@ class ModelSpec:
             "heads": [{"name": h.name, "layers": [layer_config(x) for x in h.layers]} for h in self.heads],
             "input_size": self.input_size,
             "output_size": self.output_size,
-            # only when not float32, so a float32 model keeps the hash it always had
-            **({"weights": self.weights} if self.weights != "float32" else {}),
         }
 
     @property
