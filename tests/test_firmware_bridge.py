@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import signal
 import struct
 import subprocess
@@ -257,8 +258,12 @@ def test_virtual_device_drives_the_daemon_end_to_end(bridge_bin, tmp_path):
         assert [seq for seq, _ in printed[stream]] == [seq for seq, _ in want]
         np.testing.assert_array_equal(np.array([y for _, y in printed[stream]]), np.array([y for _, y in want]))
 
-    # The same predictions came back to the board over the link, through the C decoder.
+    # The same predictions came back to the board over the link, through the C decoder. Replies
+    # go through a bounded writer: a daemon far behind (as under qemu's emulation) drops the ones
+    # that do not fit and counts them, so every reply is either back or counted (the final summary).
     got = [line.split(",") for line in (tmp_path / "got.csv").read_text().splitlines()]
-    assert len(got) == n_sent
-    back = sorted((int(g[0]), int(g[1]), tuple(np.float32(g[2:]).tolist())) for g in got)
-    assert back == sorted((stream, seq, tuple(y.tolist())) for stream, ys in printed.items() for seq, y in ys)
+    dropped = int(re.findall(r" drops (\d+) ", daemon.log.read_text())[-1])
+    assert len(got) + dropped == n_sent, (len(got), dropped, n_sent)
+    back = {(int(g[0]), int(g[1]), tuple(np.float32(g[2:]).tolist())) for g in got}
+    assert len(back) == len(got)
+    assert back <= {(stream, seq, tuple(y.tolist())) for stream, ys in printed.items() for seq, y in ys}
