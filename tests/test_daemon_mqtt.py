@@ -90,7 +90,11 @@ def test_a_broker_slower_than_the_daemon_gets_back_pressure_not_drops(tmp_path, 
 def test_broker_killed_10_times_loses_nothing_applies_nothing_twice(tmp_path, broker):
     xs = readings(20, 250, seed=1)
     # The sender re-sends after a few seconds; held readings must wait that long for the lost one.
-    daemon = DaemonProcess(tmp_path, broker.url, extra="[policy]\nreorder_timeout_s = 60.0").start()
+    # Its re-sends reach back as far as a broker restart lost: at 75 readings/s per stream that can
+    # pass the default replay_window (32), and a re-send beyond it is dropped as a duplicate instead
+    # of answered, so the window is sized to this sender (README "Memory": its cost per stream).
+    daemon = DaemonProcess(tmp_path, broker.url,
+                           extra="[policy]\nreorder_timeout_s = 60.0\nreplay_window = 256").start()
     collector, pub = Collector(broker.port), Publisher(broker.port)
     kills = []
 
