@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import PayloadError
 from ..model.names import top_class
 from .frame import VERSION, Frame, MsgType
-from .stream_id import check_stream_id
+from .stream_id import check_stream_id, utf8_size
 
 BINARY_MAGIC = 0xB1
 BINARY_HEADER = struct.Struct("<BBHId")          # magic, flags, boot, seq, t
@@ -149,10 +149,7 @@ def _label(value) -> str | None:
         return str(value)
     if not isinstance(value, str):
         raise PayloadError("label", f"'label' must be a string or an integer of at most 64 bits, got {_show(value)}")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise PayloadError("label", "'label' holds a lone surrogate (not encodable as UTF-8)") from None
+    size = utf8_size(value, "label", "'label'")
     if size > MAX_LABEL_BYTES:
         raise PayloadError("label", f"'label' of {size} bytes, at most {MAX_LABEL_BYTES}")
     if _CONTROL.search(value):

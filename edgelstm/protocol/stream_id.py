@@ -21,16 +21,22 @@ _NONCHARACTERS = "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 +
 _FORBIDDEN = re.compile(f"[\x00-\x1f\x7f-\x9f+#/\ufdd0-\ufdef{_NONCHARACTERS}]")
 
 
+def utf8_size(text: str, field: str, what: str) -> int:
+    """Bytes of `text` in UTF-8; PayloadError(field) naming `what` if it holds a lone surrogate
+    (which JSON's \\ud800 escapes can spell)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PayloadError(field, f"{what} holds a lone surrogate (not encodable as UTF-8)") from None
+
+
 def check_stream_id(stream: str) -> str:
     """`stream` itself when it can name a stream; else raises PayloadError("stream", ...)."""
     if not isinstance(stream, str):
         raise PayloadError("stream", f"a stream id must be a string, got {type(stream).__name__}")
     if not stream:
         raise PayloadError("stream", "empty stream id")
-    try:
-        size = len(stream.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise PayloadError("stream", "stream id holds a lone surrogate (not encodable as UTF-8)") from None
+    size = utf8_size(stream, "stream", "stream id")
     if size > MAX_STREAM_ID_BYTES:
         raise PayloadError("stream", f"stream id of {size} bytes, at most {MAX_STREAM_ID_BYTES}")
     bad = _FORBIDDEN.search(stream)
