@@ -9,7 +9,6 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
-from . import _numba  # noqa: F401  (sets the numba cache directory before numba loads)
 from .engine import Model, Stream, StreamBank, StreamState
 from .errors import (
     EdgeLSTMError,
@@ -19,6 +18,7 @@ from .errors import (
     StateError,
     UnsafePickleError,
 )
+from .kernels import cache  # noqa: F401  (sets the numba cache directory before numba loads)
 from .model.layers import Activation, Affine, AttentionPool, CausalConv1d, Head, LayerNorm, Linear
 from .model.loader import load
 from .model.spec import ModelSpec, RecurrentLayer

@@ -1,48 +1,11 @@
-"""Numba settings in one place: the JIT decorator, fast-math flags and the cache directory.
-
-Import this module before anything imports numba: the cache directory is read from the
-environment when numba starts.
-
-Cache directory, first that is set wins:
-  NUMBA_CACHE_DIR        numba's own variable, used as it is
-  EDGELSTM_CACHE_DIR     edgelstm's (the systemd unit sets it to /var/cache/edgelstm), + /kernels-<digest>
-  $XDG_CACHE_HOME/edgelstm/kernels-<digest>, else ~/.cache/edgelstm/kernels-<digest>
-Compiled kernels are saved there, so a restarted process loads them instead of compiling.
-<digest> is a hash of the kernels' source (kernels/*.py and this file): numba checks only the
-timestamp of a kernel's own file, not of the helpers it inlines from other modules, so an
-edited helper would otherwise be served from a stale cache, wrong numbers and all. Each
-release (or edit) of the kernels compiles once into a directory of its own.
+"""Numba settings in one place: the JIT decorator, fast-math flags, and how the engine gets
+a kernel's compiled entry point. Where numba caches what it compiles is kernels/cache.py, imported
+first: numba reads its cache directory from the environment when it starts.
 """
 
-import hashlib
-import os
+import numba
 
-
-def kernels_digest() -> str:
-    """12 hex digits of SHA-256 over the kernels' source files and this one."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    kernels = os.path.join(here, "kernels")
-    paths = [os.path.join(kernels, n) for n in sorted(os.listdir(kernels)) if n.endswith(".py")]
-    digest = hashlib.sha256()
-    for path in [*paths, os.path.abspath(__file__)]:
-        with open(path, "rb") as fh:
-            digest.update(os.path.basename(path).encode() + b"\0" + fh.read())
-    return digest.hexdigest()[:12]
-
-
-def cache_dir() -> str:
-    """The directory numba writes compiled kernels to (see the module docstring)."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return os.environ["NUMBA_CACHE_DIR"]
-    if os.environ.get("EDGELSTM_CACHE_DIR"):
-        return os.path.join(os.environ["EDGELSTM_CACHE_DIR"], f"kernels-{kernels_digest()}")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "edgelstm", f"kernels-{kernels_digest()}")
-
-
-os.environ.setdefault("NUMBA_CACHE_DIR", cache_dir())
-
-import numba  # noqa: E402  (must follow the environment set-up above)
+from .kernels.cache import cache_dir  # noqa: F401  (sets NUMBA_CACHE_DIR before numba loads)
 
 # Stumpy's fast-math set: allows re-association and FMA contraction (so loops vectorise) but
 # keeps NaN/Inf semantics ("nnan"/"ninf" left out), so np.isfinite stays truthful in kernels.
@@ -64,22 +27,14 @@ def inline(fn):
     return numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always", error_model="numpy")(fn)
 
 
-def compiled_entry(dispatcher, *args):
-    """The compiled function behind `dispatcher` for these arguments' types, called directly.
+def compiled_for(dispatcher, *args):
+    """The compiled function behind `dispatcher` for these arguments' types, to be called
+    directly (compiled now, or loaded from the cache; only the types of `args` matter).
 
     A dispatcher call re-derives every argument's type (about 1 us for seven arrays, a fifth
     of a step); the entry point skips that. It also skips type checks, so callers must pass
-    arrays of exactly the types of `args` (same dtype, ndim and C-contiguity). Calling it
-    here runs the kernel once on `args`: pass scratch arrays.
-    """
-    dispatcher(*args)
-    signature = tuple(numba.typeof(a) for a in args)
-    return dispatcher.overloads[signature].entry_point
-
-
-def compiled_for(dispatcher, *args):
-    """As compiled_entry, but compiles (or loads from the cache) without running the kernel:
-    only the types of `args` matter, so they can be small stand-ins of the same types."""
+    arrays of exactly the types of `args` (same dtype, ndim, C-contiguity and writeability):
+    kernels/entries.py holds those types, one place for every caller."""
     signature = tuple(numba.typeof(a) for a in args)
     dispatcher.compile(signature)
     return dispatcher.overloads[signature].entry_point

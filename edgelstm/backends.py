@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._numba import cache_dir
 from .engine import Model, StreamBank
 from .errors import BackendError, InputError, NumericalError
+from .kernels.cache import cache_dir
 
 log = logging.getLogger(__name__)
 BACKENDS = ("cpu", "cuda", "auto")

@@ -41,10 +41,12 @@ examples:
   edgelstm replay DIR --model M -o OUT       stream a recording as the daemon would: predictions, plots
   edgelstm convert model.pt -o model.elstm   make a deploy file (torch-free, hashed, versioned)
   edgelstm inspect model.elstm               architecture, parameters, memory
-  edgelstm warmup model.elstm                compile kernels into the cache before first use
+  edgelstm warmup model.elstm                compile and prebuild the kernels before first use
 
 environment:
-  EDGELSTM_CACHE_DIR   where compiled kernels are cached (default ~/.cache/edgelstm/numba-VERSION)
+  EDGELSTM_CACHE_DIR   where compiled kernels are kept (default ~/.cache/edgelstm; a kernels-DIGEST
+                       directory per version of the kernels, its prebuilt/ holds the prebuilt ones)
+  EDGELSTM_PREBUILT=0  ignore prebuilt kernels: numba compiles (or loads from its cache) instead
 """
 
 
@@ -173,13 +175,34 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_warmup(args) -> int:
-    from . import _numba
+    from .kernels import cache, prebuilt
     from .model.loader import load
     t0 = time.perf_counter()
     with _status_line("warmup: ") as line:
         model = load(args.model, status=line.update, **_load_options(args))
         model.warmup(sequences=True, banks=True, status=line.update)   # step, layer by layer, big batches
-    print(f"kernels ready in {time.perf_counter() - t0:.2f} s (cache: {_numba.cache_dir()})")
+    print(f"kernels ready in {time.perf_counter() - t0:.2f} s (cache: {cache.cache_dir()})")
+    if args.no_prebuilt or os.environ.get("EDGELSTM_PREBUILT") == "0":
+        return 0
+    if prebuilt.module() is not None:
+        print(f"prebuilt kernels already built for this machine: {prebuilt.extension_path()}")
+        return 0
+    return _prebuild()
+
+
+def _prebuild() -> int:
+    from .errors import BuildError
+    from .kernels.prebuild import build
+    t0 = time.perf_counter()
+    try:
+        with _status_line("prebuilding kernels: ") as line:
+            path = build(status=line.update)
+    except BuildError as exc:
+        print(f"prebuilt kernels not built: {exc}\n"
+              f"numba's cache above serves instead (no compiling at start-up, but numba is loaded)")
+        return 0
+    print(f"prebuilt kernels built in {time.perf_counter() - t0:.1f} s: {path}\n"
+          f"later processes load them instead of numba (EDGELSTM_PREBUILT=0 turns them off)")
     return 0
 
 
@@ -345,8 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-5, help="largest difference accepted (default 1e-5)")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("warmup", help="compile the kernels for a model into the cache")
+    p = sub.add_parser("warmup", help="compile the kernels for a model into the cache, and prebuild them",
+                       description="Compile the kernels a model runs into numba's cache, then build them ahead "
+                                   "of time into an extension module for this machine (needs a C compiler and "
+                                   "setuptools), so later processes start without compiling and without "
+                                   "loading numba at all. Run it once after installing or upgrading.")
     p.add_argument("model", help="model file")
+    p.add_argument("--no-prebuilt", action="store_true",
+                   help="only fill numba's cache; do not build the prebuilt extension")
     _model_options(p)
     p.set_defaults(func=cmd_warmup)
     return parser

@@ -12,10 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from ._numba import compiled_entry, compiled_for, is_cached
 from .errors import InputError, ModelFormatError, NumericalError, StateError
-from .kernels import bank_gemm, cpu, sequence
+from .kernels import contract, entries
 from .kernels.layout import WORK_WIDTH, pack, plain_graph, stateless_graph
+from .kernels.products import GemmBank, blas_is_fast, min_streams
 from .model.spec import ModelSpec
 from .progress import notice_if_slow
 
@@ -64,52 +64,52 @@ class Model:
         self._sequence = None                            # sequence_kernel()
         self.seq_weights: np.ndarray | None = None       # its transposed weights, on first use
         # step_many runs layer by layer (kernels/sequence.py) when the model allows it
-        self.layerwise = plain_graph(self.meta) and sequence.sequence_ok(self.meta)
-        # banks step big batches as matrix products (kernels/bank_gemm.py) for the same models
-        self.gemm = (sequence.sequence_ok(self.meta) and stateless_graph(self.meta)
-                     and bank_gemm.blas_is_fast())
+        self.layerwise = plain_graph(self.meta) and contract.sequence_ok(self.meta)
+        # banks step big batches as matrix products (kernels/products.py) for the same models
+        self.gemm = (contract.sequence_ok(self.meta) and stateless_graph(self.meta)
+                     and blas_is_fast())
         self._gemm_kernels = None
-        self.gemm_min = bank_gemm.min_streams(self.meta)     # the smallest batch that takes them
+        self.gemm_min = min_streams(self.meta)      # the smallest batch that takes them
 
     def kernel(self):
-        """The compiled entry point, kernels.cpu.step or step_graph (compiled, or loaded from
-        the cache, on first use). Streams and banks call it with the same argument types, so
-        there is one compile per entry point, shared by every model that uses it."""
+        """The compiled entry point kernels.cpu.step, or step_graph (kernels/entries.py: prebuilt,
+        or compiled or loaded from numba's cache on first use). Streams and banks call it with the
+        same argument types, so there is one compile per entry point, shared by every model."""
         if self._kernel is None:
-            entry = cpu.step if plain_graph(self.meta) else cpu.step_graph
-            state, work, status = np.zeros((2, self.state_size), np.float32), self.new_work(), np.zeros(2, np.int8)
-            xs, ys = np.zeros(2 * self.input_size, np.float32), np.empty(2 * self.output_size, np.float32)
-            self._kernel = compiled_entry(entry, self.params, self.meta, state, np.arange(2), xs, ys, work, status)
+            self._kernel = entries.get(self._kernel_names()[0])
         return self._kernel
 
     def sequence_kernel(self):
-        """kernels.sequence.step_sequence, compiled (or loaded from the cache) on first use, as
-        kernel(). Its transposed weights (seq_weights, as many bytes again as the recurrent
-        layers') are built only when a stream first runs step_many (sequence_weights())."""
+        """kernels.sequence.step_sequence, as kernel(). Its transposed weights (seq_weights, as
+        many bytes again as the recurrent layers') are built only when a stream first runs
+        step_many (sequence_weights())."""
         if self._sequence is None:
-            f32, frozen = np.zeros((1, 1), np.float32), np.zeros(1, np.float32)
-            frozen.flags.writeable = False                       # the type of seq_weights
-            self._sequence = compiled_for(sequence.step_sequence, self.params, frozen, self.meta, f32,
-                                          np.zeros(1, np.int64), frozen.copy(), frozen.copy(), f32, f32,
-                                          np.zeros(1, np.int8))
+            self._sequence = entries.get("step_sequence")
         return self._sequence
 
     def gemm_kernels(self):
-        """kernels.bank_gemm's three kernels, compiled (or loaded from the cache) on first use."""
+        """kernels.bank_gemm's three kernels (gather, layer_gates, finish), as kernel()."""
         if self._gemm_kernels is None:
-            state, status = np.zeros((1, self.state_size), np.float32), np.zeros(1, np.int8)
-            self._gemm_kernels = bank_gemm.compile_kernels(self.params, self.meta, state, self.new_work(), status,
-                                                           plain_graph(self.meta))
+            self._gemm_kernels = tuple(entries.get(name) for name in self._kernel_names(banks=True)[1:])
         return self._gemm_kernels
+
+    def _kernel_names(self, sequences: bool = False, banks: bool = False) -> list[str]:
+        """The entries (kernels/entries.py) this model runs: its step, then the others asked for."""
+        plain = plain_graph(self.meta)
+        names = ["step" if plain else "step_graph"]
+        names += ["step_sequence"] if sequences and self.layerwise else []
+        names += ["gather" if plain else "gather_graph", "layer_gates", "finish" if plain else "finish_graph"] \
+            if banks and self.gemm else []
+        return names
 
     def sequence_weights(self) -> np.ndarray:
         if self.seq_weights is None:
-            self.seq_weights = sequence.transposed_weights(self.meta, self.params)
+            self.seq_weights = contract.transposed_weights(self.meta, self.params)
         return self.seq_weights
 
     def new_seq(self) -> np.ndarray:
         """Scratch for the layer-wise sequence kernel: (T_BLOCK, seq_width) float32."""
-        return np.zeros((sequence.T_BLOCK, sequence.seq_width(self.meta)), np.float32)
+        return np.zeros((contract.T_BLOCK, contract.seq_width(self.meta)), np.float32)
 
     def stream(self) -> Stream:
         """A new stream with zero state."""
@@ -126,7 +126,7 @@ class Model:
 
     def new_work(self) -> np.ndarray:
         """Scratch for one kernel call: (TILE, WORK_WIDTH) float32."""
-        return np.zeros((cpu.TILE, int(self.meta[WORK_WIDTH])), np.float32)
+        return np.zeros((contract.TILE, int(self.meta[WORK_WIDTH])), np.float32)
 
     def warmup(self, sequences: bool = False, banks: bool = False,
                status: Callable[[str], None] | None = None) -> None:
@@ -147,12 +147,8 @@ class Model:
                 self.gemm_kernels()
 
     def _cached(self, sequences: bool, banks: bool) -> bool:
-        """Whether numba's cache holds every kernel warmup(sequences, banks) needs."""
-        plain = plain_graph(self.meta)
-        needed = [cpu.step if plain else cpu.step_graph]
-        needed += [sequence.step_sequence] if sequences and self.layerwise else []
-        needed += list(bank_gemm.dispatchers(plain)) if banks and self.gemm else []
-        return all(is_cached(d) for d in needed)
+        """Whether every kernel warmup(sequences, banks) needs is prebuilt or in numba's cache."""
+        return entries.ready(self._kernel_names(sequences, banks))
 
     def label_of(self, y) -> str:
         """The label of y's largest value (a prediction (O,) of this model); ModelFormatError without labels."""
@@ -244,7 +240,7 @@ class Stream:
         All or nothing: if any reading is bad, nothing is applied."""
         X = self.model.check_input(X, np.shape(X)[0] if np.ndim(X) == 2 else -1)
         Y = np.empty((X.shape[0], self.model.output_size), np.float32)
-        if self.model.layerwise and X.shape[0] >= sequence.MIN_STEPS:
+        if self.model.layerwise and X.shape[0] >= contract.MIN_STEPS:
             if self._seq is None:
                 self._seq = self.model.new_seq()
                 self._run_seq = self.model.sequence_kernel()
@@ -310,7 +306,7 @@ class StreamBank:
         self._rows: dict = {}                                               # id -> state row
         self._free = list(range(capacity - 1, -1, -1))
         self._step = model.kernel()
-        self._gemm: bank_gemm.GemmBank | None = None      # its buffers, on the first big batch
+        self._gemm: GemmBank | None = None      # its buffers, on the first big batch
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -361,16 +357,16 @@ class StreamBank:
             raise InputError(f"reading for stream {ids[-rc - 1]!r} holds NaN or Inf; nothing was "
                              f"applied to any stream")
         if rc > 0:
-            failed = [ids[k] for k in range(len(ids)) if self._status[k] != cpu.STATUS_OK]
+            failed = [ids[k] for k in range(len(ids)) if self._status[k] != contract.STATUS_OK]
             err = NumericalError(f"streams {failed!r} produced NaN/Inf; their state is unchanged, "
                                  f"the other streams were stepped")
             err.outputs, err.failed_ids = Y, failed
             raise err
         return Y
 
-    def _gemm_bank(self) -> bank_gemm.GemmBank:
+    def _gemm_bank(self) -> GemmBank:
         if self._gemm is None:
-            self._gemm = bank_gemm.GemmBank(self.model.meta, self.model.sequence_weights(), self.capacity)
+            self._gemm = GemmBank(self.model.meta, self.model.sequence_weights(), self.capacity)
         return self._gemm
 
     def reset(self, stream_id) -> None:

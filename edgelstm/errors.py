@@ -80,3 +80,8 @@ class RecordingError(EdgeLSTMError, ValueError):
 class ReplayError(EdgeLSTMError, ValueError):
     """A recording cannot be replayed or plotted (it does not fit the model, an output cannot be
     written, matplotlib is missing); the message says what to change."""
+
+
+class BuildError(EdgeLSTMError):
+    """The prebuilt kernels cannot be built on this machine (no C compiler, no setuptools, a
+    compile failure); the message says what to install. The JIT keeps working without them."""

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,9 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 DATA = TESTS / "data"
 sys.path.insert(0, str(TESTS))
+# The suite tests numba's kernels (NRT allocation counts, compile paths), also in the processes it
+# starts: a prebuilt build in the cache (edgelstm warmup) is not used, except by test_prebuilt.py.
+os.environ.setdefault("EDGELSTM_PREBUILT", "0")
 
 from bridge_build import bridge_bin  # noqa: E402,F401  (a session fixture: the C side, built once)
 

@@ -1,4 +1,4 @@
-"""Big batches as matrix products (kernels/bank_gemm.py): the same results as cpu.step's tiles
+"""Big batches as matrix products (kernels/products.py, bank_gemm.py): the same results as cpu.step's tiles
 and as the NumPy oracle, the same handling of bad readings and non-finite results, and no
 allocation on the way."""
 
@@ -11,9 +11,10 @@ from allocations import assert_allocations_flat
 from specs import SPECS, graph_specs, overflowing_model, random_spec
 
 import edgelstm
-from edgelstm.kernels import bank_gemm, reference
+from edgelstm.kernels import products as gemm_plan
+from edgelstm.kernels import reference
 
-pytestmark = pytest.mark.skipif(not bank_gemm.blas_is_fast(), reason="NumPy has no optimised BLAS here")
+pytestmark = pytest.mark.skipif(not gemm_plan.blas_is_fast(), reason="NumPy has no optimised BLAS here")
 PLAIN = [name for name, kw in SPECS.items() if not any(kw.get("proj", ()))]
 
 
@@ -22,7 +23,7 @@ def products_and_tiles(spec):
     test models are small, so their own threshold, min_streams, is higher), one that never does."""
     products, tiles = edgelstm.Model(spec), edgelstm.Model(spec)
     assert products.gemm
-    products.gemm_min = bank_gemm.MIN_STREAMS
+    products.gemm_min = gemm_plan.MIN_STREAMS
     tiles.gemm = False
     return products, tiles
 
@@ -30,11 +31,11 @@ def products_and_tiles(spec):
 def test_the_threshold_follows_the_work_per_stream(rng):
     small = edgelstm.Model(random_spec(rng, kinds=("lstm",), hidden=(8,), input_size=4))
     big = edgelstm.Model(random_spec(rng, kinds=("lstm", "lstm"), hidden=(64, 64), proj=(0, 0), input_size=8))
-    assert small.gemm_min > 100 and big.gemm_min == bank_gemm.MIN_STREAMS
+    assert small.gemm_min > 100 and big.gemm_min == gemm_plan.MIN_STREAMS
 
 
 @pytest.mark.parametrize("name", PLAIN)
-@pytest.mark.parametrize("k", [bank_gemm.MIN_STREAMS, 45, 100])
+@pytest.mark.parametrize("k", [gemm_plan.MIN_STREAMS, 45, 100])
 def test_products_match_the_tiles_and_the_oracle(rng, name, k):
     kw = dict(SPECS[name])
     model, plain = products_and_tiles(random_spec(rng, proj=kw.pop("proj", (0,) * len(kw["kinds"])), **kw))
@@ -77,7 +78,7 @@ def test_models_the_products_do_not_serve_take_the_tiles(rng):
 
 
 def test_without_an_optimised_blas_the_tiles_stay(rng, monkeypatch):
-    monkeypatch.setattr(bank_gemm, "blas_name", lambda: "blas")   # the reference BLAS
+    monkeypatch.setattr(gemm_plan, "blas_name", lambda: "blas")   # the reference BLAS
     assert not edgelstm.Model(random_spec(rng)).gemm
 
 
@@ -140,11 +141,12 @@ def test_the_kernels_allocate_nothing():
         import numba, numpy as np, edgelstm
         from numba.core.runtime import rtsys
         from edgelstm.kernels import bank_gemm
+        from edgelstm.kernels import products as gemm_plan
         from specs import random_spec
         model = edgelstm.Model(random_spec(np.random.default_rng(0), kinds=("lstm", "gru"), hidden=(16, 8),
                                            proj=(0, 0), norm=True))
         k = 40
-        model.gemm_min = bank_gemm.MIN_STREAMS
+        model.gemm_min = gemm_plan.MIN_STREAMS
         bank = model.bank(k)
         ids = list(range(k))
         X = np.ones((k, model.input_size), np.float32)

@@ -8,7 +8,7 @@ from allocations import assert_allocations_flat
 from specs import SPECS, graph_specs, overflowing_model, random_spec
 
 import edgelstm
-from edgelstm.kernels import gate_math, reference
+from edgelstm.kernels import contract, gate_math, reference
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -66,7 +66,7 @@ _ALLOCATION_PRELUDE = textwrap.dedent("""
         import numpy as np, numba
         import edgelstm
         from numba.core.runtime import rtsys
-        from edgelstm.kernels import cpu, sequence
+        from edgelstm.kernels import contract, cpu, sequence
         from edgelstm.model.layers import Linear
         from edgelstm.model.spec import ModelSpec, RecurrentLayer
         rng = np.random.default_rng(0)
@@ -130,7 +130,7 @@ def _layerwise(model, state, xs):
     from edgelstm.kernels import sequence
     st = state.reshape(1, -1).copy()
     ys = np.full((xs.shape[0], model.output_size), -7.0, np.float32)
-    rc = sequence.step_sequence(model.params, sequence.transposed_weights(model.meta, model.params), model.meta,
+    rc = sequence.step_sequence(model.params, contract.transposed_weights(model.meta, model.params), model.meta,
                                 st, np.zeros(1, np.int64), np.ascontiguousarray(xs).reshape(-1), ys.reshape(-1),
                                 model.new_work(), model.new_seq(), np.zeros(1, np.int8))
     return rc, ys, st[0]
@@ -204,7 +204,7 @@ def test_layerwise_nonfinite_result_restores_state(t_bad):
 def test_layerwise_hot_path_allocates_nothing():
     """As test_hot_path_allocates_nothing, for kernels.sequence.step_sequence over several blocks."""
     script = _ALLOCATION_PRELUDE + textwrap.dedent("""
-        tw = sequence.transposed_weights(m, p)
+        tw = contract.transposed_weights(m, p)
         state, work, seq = np.zeros((1, spec.state_size), np.float32), model.new_work(), model.new_seq()
         row0, st = np.zeros(1, np.int64), np.zeros(1, np.int8)
         X, Y = np.ones(4 * 150, np.float32) * 0.1, np.empty(2 * 150, np.float32)

@@ -52,6 +52,14 @@ def test_package_never_imports_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_importing_the_package_and_the_daemon_does_not_import_numba():
+    """numba loads only when a kernel is first needed and no prebuilt build serves it
+    (kernels/entries.py), so a process on prebuilt kernels never pays its memory."""
+    out = subprocess.run([sys.executable, "-c", "import sys, edgelstm, edgelstm.cli, edgelstm.daemon.service; "
+                          "print('numba' in sys.modules)"], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_kernels_use_the_shared_decorator():
     for p in PKG.rglob("*.py"):
         if p.name == "_numba.py":

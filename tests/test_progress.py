@@ -124,13 +124,14 @@ def test_a_slow_block_is_announced_once_a_fast_one_never():
 
 def test_warmup_of_compiled_kernels_says_nothing():
     from edgelstm import _numba
-    from edgelstm.kernels import cpu
+    from edgelstm.kernels import cpu, entries
     model = edgelstm.load(BUNDLED / "activity.elstm")
     model.warmup(banks=True)
     said = []
     model.warmup(banks=True, status=said.append)
     assert said == []
     assert _numba.is_cached(cpu.step) and not _numba.is_cached(len)
+    assert entries.ready(["step", "gather", "layer_gates", "finish"])
 
 
 def test_load_spec_and_verify_report_their_steps():

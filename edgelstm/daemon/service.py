@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..engine import Model
 from ..errors import CheckpointError, ConfigError
+from ..kernels import entries
 from ..model.loader import load
 from ..transports.base import Link
 from ..transports.mqtt_link import MqttLink
@@ -127,8 +128,9 @@ class Daemon:
         model = load(self.cfg.model)
         # a cold cache compiles for a while: say so (status line, or the log)
         model.warmup(status=status or (lambda text: log.info("model %s: %s", self.cfg.model, text)))
-        log.info("model %s loaded and compiled in %.2f s: %d -> %d, hash %s", self.cfg.model,
-                 time.perf_counter() - t0, model.input_size, model.output_size, model.content_hash[:12])
+        log.info("model %s ready in %.2f s (%s kernels): %d -> %d, hash %s", self.cfg.model,
+                 time.perf_counter() - t0, entries.origin(), model.input_size, model.output_size,
+                 model.content_hash[:12])
         return model
 
     def _start_metrics_server(self) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._numba import inline, kernel
 from . import gate_math
+from .contract import STATUS_NONFINITE, STATUS_OK, TILE
 from .cpu_graph import run_chain, run_plain_chain
 from .layout import (
     H_COUNT,
@@ -66,9 +67,6 @@ from .layout import (
     WORK_WIDTH,
 )
 from .matvec import BIAS, NO_BIAS, matvec
-
-TILE = 8                       # streams per tile; work has TILE rows
-STATUS_OK, STATUS_NONFINITE = 0, 2
 
 sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
 u = np.uint64

@@ -9,7 +9,7 @@ matrix product, each weight row read once per block; only W_hh is read per step)
 W_hh h are summed apart), so results match T calls of step to ~1e-6, not bit for bit.
 
 Arguments as cpu.step's (one stream: rows = [row], xs holds T readings), plus tw (after
-params): transposed_weights(meta, params), the weights laid out for this kernel (W_ih^T and
+params): contract.transposed_weights(meta, params), the weights laid out for this kernel (W_ih^T and
 W_hh^T per layer, so the inner loops run along gate rows: no horizontal sums), and seq: the
 caller's scratch, (T_BLOCK, seq_width(meta)) float32; each row t is [A | B | G], A and B the
 ping-pong layer inputs/outputs of step t of the block (sized to the widest), G its gates.
@@ -22,7 +22,8 @@ import numpy as np
 
 from .._numba import inline, kernel
 from . import gate_math
-from .cpu import STATUS_NONFINITE, STATUS_OK, TILE, _count_nonfinite, _first_nonfinite_row, post_and_heads
+from .contract import STATUS_NONFINITE, STATUS_OK, TILE
+from .cpu import _count_nonfinite, _first_nonfinite_row, post_and_heads
 from .cpu_graph import run_plain_chain
 from .layout import (
     HEADER_LEN,
@@ -35,10 +36,6 @@ from .layout import (
     L_IN,
     L_KIND,
     L_OUT,
-    L_PEEP,
-    L_WHH,
-    L_WHR,
-    L_WIH,
     LAYER_LEN,
     N_IN,
     N_LAYERS,
@@ -50,56 +47,12 @@ from .layout import (
     W_VC,
     W_Y,
     WORK_WIDTH,
-    matrix,
 )
-
-T_BLOCK = 64                   # steps per block: seq scratch is T_BLOCK rows
-MIN_STEPS = 2                  # one step takes cpu.step (already faster from T = 2: 2.8 vs 3.1 us/step)
 
 sigmoid, tanh = gate_math.sigmoid, gate_math.tanh
 u = np.uint64
 _0, _1, _2, _3, _4, _5, _6, _7, _8 = (u(k) for k in range(9))
 _F0, _F1 = np.float32(0.0), np.float32(1.0)
-
-
-def sequence_ok(meta) -> bool:
-    """Whether this kernel serves the model: no projection (proj_size) and no peepholes
-    (the caller checks plain_graph too)."""
-    for k in range(int(meta[N_LAYERS])):
-        row = HEADER_LEN + LAYER_LEN * k
-        if meta[row + L_WHR] >= 0 or meta[row + L_PEEP] >= 0:
-            return False
-    return True
-
-
-def seq_width(meta) -> int:
-    """Floats per row of the seq scratch: [A | B | G]."""
-    vec, gates = 1, 1
-    for k in range(int(meta[N_LAYERS])):
-        row = HEADER_LEN + LAYER_LEN * k
-        vec = max(vec, int(meta[row + L_IN]), int(meta[row + L_OUT]))
-        gates = max(gates, (4 if meta[row + L_KIND] == KIND_LSTM else 3) * int(meta[row + L_HID]))
-    return 2 * vec + gates
-
-
-def transposed_weights(meta, params) -> np.ndarray:
-    """The layer-wise kernel's weights: per recurrent layer, in order, W_ih^T (I, G) then
-    W_hh^T (H, G) (G = 4H or 3H gate rows), float32 flat. Built from params on first use of
-    step_many, so a model that never streams sequences does not pay their memory."""
-    parts = []
-    for k in range(int(meta[N_LAYERS])):
-        row = HEADER_LEN + LAYER_LEN * k
-        n_in, hid, n_out = int(meta[row + L_IN]), int(meta[row + L_HID]), int(meta[row + L_OUT])
-        if meta[row + L_KIND] == KIND_LSTM:
-            w = matrix(params, meta[row + L_WIH], (4 * hid, n_in + n_out))
-            w_ih, w_hh = w[:, :n_in], w[:, n_in:]
-        else:
-            w_ih = matrix(params, meta[row + L_WIH], (3 * hid, n_in))
-            w_hh = matrix(params, meta[row + L_WHH], (3 * hid, hid))
-        parts += [w_ih.T.ravel(), w_hh.T.ravel()]
-    tw = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-    tw.flags.writeable = False
-    return tw
 
 
 @kernel
