@@ -20,6 +20,9 @@ cores. Services side by side, on the same broker and load:
 --profile RATE also samples edgelstm with py-spy at RATE readings/s (flame graph and a
 self-time table: benchmarks/results/bench_e2e_profile.{svg,txt}).
 
+Before each timed run every stream sends one reading (untimed), so the run measures streams the
+service knows already, as in a deployment; --cold-streams times their first readings too.
+
 Reports, per point, medians over --repeats runs of p50/p99 latency, of the readings still
 unanswered 10 s after publishing stopped ("late": a backlog, not a loss) and of the service's
 CPU time per reading; the highest rate each sustains; ratios to the paho relay. Writes
@@ -104,18 +107,28 @@ def start_service(service: str, broker, workdir: Path, cid: str):
 
 # -- one measurement ----------------------------------------------------------------------------
 
-def run_point(broker, workdir: Path, service: str, rate: int, streams: int, seconds: float) -> dict:
+def run_load(broker, cid: str, rate: int, seconds: float, streams: int, seq0: int = 0) -> str:
+    load = subprocess.run([str(LOAD_EXE), "load", str(broker.port), f"b/{cid}", str(rate), str(seconds), str(streams),
+                           str(DRAIN_S), str(seq0)], capture_output=True, text=True, timeout=seconds + DRAIN_S + 30)
+    if load.returncode != 0:
+        raise RuntimeError(f"mqtt_load failed: {load.stderr.strip()}")
+    return load.stdout
+
+
+def run_point(broker, workdir: Path, service: str, rate: int, streams: int, seconds: float,
+              warm: bool = True) -> dict:
+    """One run; warm: every stream sends one reading first (untimed), so the run measures streams
+    the service already knows, not their first reading (a new track, bank row and metric series)."""
     cid = f"{service.split()[0]}-{rate}-{streams}-{uuid.uuid4().hex[:6]}"
     svc = start_service(service, broker, workdir / cid, cid)
     time.sleep(0.5)
+    if warm:
+        run_load(broker, cid, rate, streams / rate, streams)
     cpu0 = cpu_seconds(svc.pid)
-    load = subprocess.run([str(LOAD_EXE), "load", str(broker.port), f"b/{cid}", str(rate), str(seconds), str(streams),
-                           str(DRAIN_S)], capture_output=True, text=True, timeout=seconds + DRAIN_S + 30)
+    out = run_load(broker, cid, rate, seconds, streams, seq0=1 if warm else 0)
     cpu = cpu_seconds(svc.pid) - cpu0
     svc.stop()
-    if load.returncode != 0:
-        raise RuntimeError(f"mqtt_load failed: {load.stderr.strip()}")
-    head, *lines = load.stdout.splitlines()
+    head, *lines = out.splitlines()
     words = head.split()                      # sent N received R send_s S drain_s D
     sent, received, send_s, drain_s = int(words[1]), int(words[3]), float(words[5]), float(words[7])
     ms = np.array([float(v) for v in lines])
@@ -176,6 +189,8 @@ def main():
     parser.add_argument("--rates", default="500,1000,2000,3000,5000,10000", help="readings per second to try")
     parser.add_argument("--streams", default="100", help="stream counts to try")
     parser.add_argument("--services", default=",".join(SERVICES), help="which services to run, comma-separated")
+    parser.add_argument("--cold-streams", action="store_true",
+                        help="no warm-up: each stream's first reading falls inside the timed run")
     parser.add_argument("--profile", type=int, default=0, metavar="RATE",
                         help="also sample edgelstm with py-spy at this rate (first stream count)")
     args = parser.parse_args()
@@ -190,7 +205,7 @@ def main():
             for rep in range(args.repeats):              # services interleaved: both see the same noise
                 for streams, rate in points:
                     for service in args.services.split(","):
-                        r = run_point(broker, work, service, rate, streams, args.seconds)
+                        r = run_point(broker, work, service, rate, streams, args.seconds, not args.cold_streams)
                         runs.setdefault((service, rate, streams), []).append(r)
                         progress(f"run {rep + 1}/{args.repeats} {service:>13}: {rate}/s over {streams} streams: "
                                  f"p50 {r['p50_ms'] or 0:.2f} ms p99 {r['p99_ms'] or 0:.2f} ms, late {r['late']}, "
@@ -205,7 +220,7 @@ def main():
     for s in SERVICES:
         print(f"highest rate sustained without backlog, {s}: {best[s]} readings/s")
     write_json("bench_e2e", {"machine": machine(), "rows": rows, "sustained_rate": best, "seconds": args.seconds,
-                             "repeats": args.repeats})
+                             "repeats": args.repeats, "warm_streams": not args.cold_streams})
     plot(rows)
 
 

@@ -1,20 +1,21 @@
 /* mqtt_load: the load for bench_e2e, and the fastest service it can be compared with, in C:
  * the load generator takes (almost) no CPU from the service under test on a small machine.
  *
- *   mqtt_load load PORT TOPIC_PREFIX RATE SECONDS STREAMS DRAIN_S
+ *   mqtt_load load PORT TOPIC_PREFIX RATE SECONDS STREAMS DRAIN_S [SEQ0]
  *   mqtt_load relay PORT TOPIC_PREFIX
  *
  * MQTT v5 over plain sockets to 127.0.0.1:PORT, no library, one thread.
  *
  * load: two connections:
- *   publisher   QoS 1 JSON readings {"seq": k / STREAMS, "t": <send time>, "x": [...]} on
+ *   publisher   QoS 1 JSON readings {"seq": SEQ0 + k / STREAMS, "t": <send time>, "x": [...]} on
  *               TOPIC_PREFIX/s<k % STREAMS>/r, paced to RATE per second for SECONDS, never more
  *               unacknowledged than the broker's Receive Maximum;
  *   subscriber  TOPIC_PREFIX/+/p at QoS 1: for each answer {"stream": "s<i>", "seq": n,
  *               "t_in": t, ...} the first one per (stream, seq) is timed: receive time - t_in.
  * After publishing it waits up to DRAIN_S seconds for the missing answers, then prints
  *   sent N received R send_s S drain_s D
- * and one latency in milliseconds per line (first answers only, in arrival order).
+ * and one latency in milliseconds per line (first answers only, in arrival order). SEQ0
+ * (default 0) lets a second load continue the streams of a first one (bench_e2e's warm-up).
  *
  * relay: the floor for any service on this broker and machine. Subscribes to
  * TOPIC_PREFIX/+/r at QoS 1 and answers each reading on TOPIC_PREFIX/<stream>/p at QoS 1 with
@@ -267,7 +268,7 @@ static int run_load(char **argv) {
     int port = atoi(argv[1]);
     const char *prefix = argv[2];
     double rate = atof(argv[3]), seconds = atof(argv[4]), drain_s = atof(argv[6]);
-    long streams = atol(argv[5]), total = (long)(rate * seconds);
+    long streams = atol(argv[5]), total = (long)(rate * seconds), seq0 = argv[7] ? atol(argv[7]) : 0;
     static Conn pub, sub;
     char id[256], filter[256];
     snprintf(id, sizeof id, "%s-load-pub", prefix);
@@ -295,7 +296,7 @@ static int run_load(char **argv) {
             uint8_t pkt[1100];
             int tlen = snprintf(topic, sizeof topic, "%s/s%ld/r", prefix, sent % streams);
             int jlen = snprintf(json, sizeof json, "{\"seq\": %ld, \"t\": %.6f, \"x\": [0.1, -0.9, 0.3]}",
-                                sent / streams, now_s());
+                                seq0 + sent / streams, now_s());
             send_all(pub.fd, pkt, publish_qos1(pkt, topic, (size_t)tlen, next_id, json, (size_t)jlen));
             next_id = next_id == 65535 ? 1 : next_id + 1;
             sent++;
@@ -340,7 +341,7 @@ static int run_load(char **argv) {
                 long stream = (long)json_number(json, jlen, "stream", &ok_s);
                 long seq = (long)json_number(json, jlen, "seq", &ok_q);
                 double t_in = json_number(json, jlen, "t_in", &ok_t);
-                long k = seq * streams + stream;
+                long k = (seq - seq0) * streams + stream;
                 if (ok_s && ok_q && ok_t && k >= 0 && k < total && isnan(latency_ms[k])) {
                     latency_ms[k] = (arrived - t_in) * 1e3;
                     arrival[received++] = k;
@@ -412,9 +413,9 @@ static int run_relay(char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 8 && strcmp(argv[1], "load") == 0) return run_load(argv + 1);
+    if ((argc == 8 || argc == 9) && strcmp(argv[1], "load") == 0) return run_load(argv + 1);
     if (argc == 4 && strcmp(argv[1], "relay") == 0) return run_relay(argv);
-    fprintf(stderr, "usage: mqtt_load load PORT TOPIC_PREFIX RATE SECONDS STREAMS DRAIN_S\n"
+    fprintf(stderr, "usage: mqtt_load load PORT TOPIC_PREFIX RATE SECONDS STREAMS DRAIN_S [SEQ0]\n"
                     "       mqtt_load relay PORT TOPIC_PREFIX\n");
     return 2;
 }

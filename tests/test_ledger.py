@@ -5,6 +5,7 @@ import numpy as np
 from edgelstm.daemon import checkpoint
 from edgelstm.daemon.ledger import Ledger
 from edgelstm.daemon.messages import Origin
+from edgelstm.daemon.snapshots import Delta
 
 
 class Link:
@@ -36,8 +37,9 @@ class Broker:
 
 
 def snapshot():
-    return checkpoint.Checkpoint.of("h", 2, [{"id": "a", "last_seq": 1, "boot": None, "last_t": None}],
-                                 np.zeros((1, 2), np.float32))
+    ckpt = checkpoint.Checkpoint.of("h", 2, [{"id": "a", "last_seq": 1, "boot": None, "last_t": None}],
+                                    np.zeros((1, 2), np.float32))
+    return Delta(ckpt.model_hash, ckpt.state_size, ckpt.ids, ckpt.positions, ckpt.states, full=True)
 
 
 def origins(link, ids):
@@ -118,3 +120,29 @@ def test_shutdown_commits_every_open_window_once(tmp_path):
     assert not ledger.commit_all(snapshot(), confirmed=False) and link.acked == []
     ledger.handled(origins(link, [3])[0])
     assert ledger.commit_all(snapshot(), confirmed=True) and link.acked == [3]
+
+
+def delta(ids, seq, full=False, removed=()):
+    positions = np.array([(seq, -1, np.nan, 0.0)] * len(ids), checkpoint.POSITION)
+    return Delta("h", 2, list(ids), positions, np.full((len(ids), 2), seq, np.float32), list(removed), full)
+
+
+def test_the_file_holds_every_delta_even_one_whose_window_never_confirmed(tmp_path):
+    """Written checkpoints are the image the deltas add up to; at shutdown the open window's
+    delta goes in before the last one, though it was never written on its own."""
+    ledger, _ = make(tmp_path)
+    link, broker = Link(), Broker()
+    ledger.handled(origins(link, [1])[0])
+    broker.published_n = broker.confirmed_n = 1
+    ledger.tick(1.0, lambda: delta(["a", "b"], 1, full=True), broker)      # window 1: closes ...
+    ledger.tick(1.01, lambda: delta([], 0), broker)                        # ... written
+    ledger.finish_write()
+    ledger.tick(1.02, lambda: delta([], 0), broker)
+    assert checkpoint.load(str(tmp_path / "state.ckpt")).ids == ["a", "b"]
+    ledger.handled(origins(link, [2])[0])
+    broker.published_n = 2                                                 # not confirmed
+    ledger.tick(1.2, lambda: delta(["b", "c"], 2, removed=["a"]), broker)  # window 2 closing, unwritten
+    assert ledger.commit_all(delta(["d"], 3), confirmed=True)
+    ckpt = checkpoint.load(str(tmp_path / "state.ckpt"))
+    assert sorted(ckpt.ids) == ["b", "c", "d"]
+    assert {s["id"]: s["last_seq"] for s in ckpt.streams} == {"b": 2, "c": 2, "d": 3}

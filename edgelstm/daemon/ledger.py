@@ -14,7 +14,9 @@ unacknowledged meanwhile (the broker keeps them), so nothing is lost or stepped 
 
 Writes run on a thread of their own, one at a time: serialising, hashing and fsyncing the
 state of thousands of streams must not hold up the loop (see benchmarks/README.md). The loop
-only takes the snapshot (a copy) and later looks whether the write has finished.
+only takes the snapshot (what changed since the last one: snapshots.Delta) and later looks
+whether the write has finished; the writer applies it to the whole checkpoint it keeps
+(snapshots.Image) and writes that.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import checkpoint
 from .messages import Origin
+from .snapshots import Delta, Image
 
 if TYPE_CHECKING:
     from .outputs import Outputs
@@ -38,7 +41,7 @@ RETRY_S = 1.0
 class Window:
     acks: list[Origin]                  # in arrival order, as MQTT requires
     mark: int                           # predictions published before the window closed
-    snapshot: checkpoint.Checkpoint
+    snapshot: Delta
 
 
 class Ledger:
@@ -57,6 +60,7 @@ class Ledger:
         self._failing = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint") if path else None
         self._write_in_flight: Future | None = None
+        self._image = Image()           # the writer thread's (and commit_all's, once it stopped)
 
     def handled(self, origin: Origin) -> None:
         """The message was stepped or counted: acknowledge it when its window commits."""
@@ -66,7 +70,7 @@ class Ledger:
     def changed(self) -> None:
         self.dirty = True
 
-    def tick(self, now: float, snapshot: Callable[[], checkpoint.Checkpoint], outputs: Outputs) -> None:
+    def tick(self, now: float, snapshot: Callable[[], Delta], outputs: Outputs) -> None:
         """outputs.published(): predictions handed out so far; outputs.confirmed(mark): all of
         the first `mark` confirmed by the broker; outputs.congested(): predictions wait for the
         broker, so step-mode acks wait too (the broker then stops at receive_maximum)."""
@@ -89,11 +93,13 @@ class Ledger:
                 self._send(window.acks)
                 self.closing = None
 
-    def commit_all(self, snapshot: checkpoint.Checkpoint, confirmed: bool) -> bool:
+    def commit_all(self, snapshot: Delta, confirmed: bool) -> bool:
         """Shutdown: one last commit covering every open window. False when it could not be
         made (predictions unconfirmed, or the write failed): nothing is acknowledged then,
         and the broker delivers those readings again after a restart."""
         acks = (self.closing.acks if self.closing is not None else []) + self.pending
+        # the open window's changes come first: its delta may not have reached the image yet
+        deltas = [self.closing.snapshot, snapshot] if self.closing is not None else [snapshot]
         self.closing = None
         self.pending = []
         self.finish_write()                     # an older snapshot must not land after this one
@@ -101,7 +107,7 @@ class Ledger:
             self._writer.shutdown()
         if not confirmed and self.mode == "checkpoint":
             return False
-        written = not self.path or self._write(snapshot, 0.0)
+        written = not self.path or self._write(deltas, 0.0)
         if not written and self.mode == "checkpoint":
             return False
         self._send(acks)
@@ -115,7 +121,7 @@ class Ledger:
         if self._write_in_flight is not None:
             self._write_in_flight.exception(timeout)
 
-    def _written(self, snapshot: Callable[[], checkpoint.Checkpoint], now: float) -> bool:
+    def _written(self, snapshot: Callable[[], Delta], now: float) -> bool:
         """Start writing snapshot() unless a write is in flight; True once one has succeeded.
         The snapshot is taken when the write starts, and dirty cleared then."""
         future = self._write_in_flight
@@ -123,7 +129,7 @@ class Ledger:
             if now < self._retry_at or self._writer is None:
                 return False
             self.dirty = False
-            self._write_in_flight = self._writer.submit(self._save, self.path, snapshot())
+            self._write_in_flight = self._writer.submit(self._apply_and_save, snapshot())
             return False
         if not future.done():
             return False
@@ -137,10 +143,18 @@ class Ledger:
         self._failed(exc, now)
         return False
 
-    def _write(self, snapshot: checkpoint.Checkpoint, now: float) -> bool:
-        """A write on this thread (shutdown)."""
+    def _apply_and_save(self, delta: Delta) -> None:
+        """On the writer thread: the image brought up to `delta`, then written whole. Applying a
+        delta again (a retried window) changes nothing."""
+        self._image.apply(delta)
+        self._save(self.path, self._image.checkpoint())
+
+    def _write(self, deltas: list[Delta], now: float) -> bool:
+        """A write on this thread (shutdown), once the writer stopped: deltas in order."""
         try:
-            self._save(self.path, snapshot)
+            for delta in deltas[:-1]:
+                self._image.apply(delta)
+            self._apply_and_save(deltas[-1])
         except OSError as exc:
             self._failed(exc, now)
             return False

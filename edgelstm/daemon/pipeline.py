@@ -23,6 +23,7 @@ from .messages import HelloMsg, Message, ReadingMsg, RejectedMsg, ResetMsg
 from .metrics import Metrics
 from .outputs import Outputs
 from .sequencer import Answer, Apply, Drop, Sequencer
+from .snapshots import Delta
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class Pipeline:
         # no matrix products: every answer stays bit for bit what Stream.step gives, so a
         # replay of a recording (edgelstm replay) reproduces it, whatever the batch sizes were
         self.bank = model.bank(cfg.capacity, backend=cfg.backend, products=False)
-        self.seq = Sequencer(cfg.policy, cfg.capacity, model.output_size, self._forget)
+        self.seq = Sequencer(cfg.policy, cfg.capacity, model.output_size, self._forget,
+                             track_changes=bool(cfg.checkpoint))
+        self._full_snapshot = True                      # the next snapshot holds every stream (a new image)
         self.evicted = {"idle": 0, "capacity": 0}       # since the last summary line
         self._hello_seen: set[tuple[str, int]] = set()
 
@@ -175,16 +178,21 @@ class Pipeline:
         ttl = self.cfg.policy.stream_ttl_s
         return len(self.seq.evict_idle(now, ttl, limit)) if ttl else 0
 
-    def snapshot(self, now: float) -> checkpoint.Checkpoint:
-        """Every stepped stream's state and position, copied."""
+    def snapshot(self, now: float) -> Delta:
+        """The state and position of every stepped stream changed since the previous snapshot
+        (of every one, the first time and after a model swap), copied, and the streams gone."""
         wall = time.time()
         tracks = self.seq.tracks
-        ids = [s for s, t in tracks.items() if t.last_seq is not None and s in self.bank]
+        changed = self.seq.take_changed()
+        full, self._full_snapshot = self._full_snapshot, False
+        candidates = tracks.keys() if full else changed
+        ids = [s for s in candidates if (t := tracks.get(s)) is not None and t.last_seq is not None and s in self.bank]
+        removed = [] if full else list(changed.difference(ids))
         states = self.bank.states(ids).reshape(len(ids), self.model.state_size)
         rows = [(t.last_seq, -1 if t.boot is None else t.boot, math.nan if t.last_t is None else t.last_t,
                  wall - (now - t.last_seen)) for t in map(tracks.__getitem__, ids)]
         positions = np.array(rows, checkpoint.POSITION)
-        return checkpoint.Checkpoint(self.model.content_hash, self.model.state_size, ids, positions, states)
+        return Delta(self.model.content_hash, self.model.state_size, ids, positions, states, removed, full)
 
     def restore_from(self, path: str, now: float) -> None:
         """Start from the checkpoint at `path` when it is usable and of this model."""
@@ -242,6 +250,7 @@ class Pipeline:
         for s, values in zip(ids, states):
             self.bank.set_state(s, StreamState(new.content_hash, values))
         self.seq.forget_answers()
+        self._full_snapshot = True                  # another model's image: written anew
         if not same:
             for track in self.seq.tracks.values():
                 track.last_t = None

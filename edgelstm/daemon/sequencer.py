@@ -108,11 +108,14 @@ class Sequencer:
     metric series at the same moment."""
 
     def __init__(self, policy: PolicyConfig, capacity: int, output_size: int,
-                 forget: Callable[[str, str], None]):
+                 forget: Callable[[str, str], None], track_changes: bool = True):
         self.policy = policy
         self.capacity = capacity
         self.output_size = output_size
         self._forget = forget
+        # streams whose position (or state: a reading was applied) may have changed, or that were
+        # forgotten, since take_changed(): what the next checkpoint delta holds (snapshots.py)
+        self._changed: set[str] | None = set() if track_changes else None
         self.tracks: collections.OrderedDict[str, Track] = collections.OrderedDict()   # least recently seen first
         self._holding: set[str] = set()         # streams with readings in their reorder buffer
         self._stale: list[ReadingMsg] = []      # held readings of a previous boot, for take_stale
@@ -134,6 +137,7 @@ class Sequencer:
                 return Drop(msg, "capacity")
         self.tracks.move_to_end(msg.stream)
         track.last_seen = now
+        self._touched(msg.stream)
         r = msg.reading
         if self._is_reboot(track, msg):
             self._start_over(msg.stream, track)
@@ -161,6 +165,7 @@ class Sequencer:
         if track is None:
             return
         self._advance(track, msg)
+        self._touched(msg.stream)
         if y is not None and self.policy.replay_window:
             if track.answers is None:
                 track.answers = Answers(self.policy.replay_window, self.output_size)
@@ -208,6 +213,7 @@ class Sequencer:
             if track is None:
                 return ()
         track.last_seen = now
+        self._touched(msg.stream)
         resets: tuple[str, ...] = ()
         if track.boot is not None and track.boot != msg.hello.boot:
             self._start_over(msg.stream, track)
@@ -237,11 +243,23 @@ class Sequencer:
     def restore(self, stream: str, last_seq: int | None, boot: int | None, last_t: float | None,
                 last_seen: float) -> None:
         self.tracks[stream] = Track(last_seq, boot, last_t, last_seen)
+        self._touched(stream)
 
     def forget_answers(self) -> None:
         """The model changed: earlier answers are not this model's."""
         for track in self.tracks.values():
             track.answers = None
+
+    def take_changed(self) -> set[str]:
+        """The streams changed or forgotten since the last call (empty without track_changes)."""
+        changed = self._changed or set()
+        if self._changed is not None:
+            self._changed = set()
+        return changed
+
+    def _touched(self, stream: str) -> None:
+        if self._changed is not None:
+            self._changed.add(stream)
 
     def held_count(self) -> int:
         return sum(len(self.tracks[s].held) for s in self._holding)
@@ -257,6 +275,7 @@ class Sequencer:
                 return None
             self._drop(oldest, "capacity")
         track = self.tracks[stream] = Track(last_seen=now)
+        self._touched(stream)
         return track
 
     def _drop(self, stream: str, why: str) -> None:
@@ -264,6 +283,7 @@ class Sequencer:
         if track is not None:
             self._stale.extend(h.msg for h in track.held.values())
         self._holding.discard(stream)
+        self._touched(stream)
         self._forget(stream, why)
 
     def _is_reboot(self, track: Track, msg: ReadingMsg) -> bool:

@@ -13,7 +13,6 @@ Start-up and shutdown, in order (run()):
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -30,6 +29,7 @@ from ..transports.selector import LinkSelector
 from ..transports.serial_link import SerialLink
 from . import checkpoint, systemd
 from .config import DaemonConfig
+from .heap import HeapKeeper, settle_heap
 from .ledger import Ledger
 from .metrics import Metrics
 from .outputs import Outputs, Sink
@@ -38,15 +38,6 @@ from .pipeline import Pipeline
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.05          # the longest a turn waits for input: timers are checked this often
 EVICT_PER_TURN = 256        # idle streams forgotten per sweep step: live streams never wait long
-
-
-def settle_heap() -> None:
-    """Put what start-up left alive (numba, llvmlite, the model) beyond the garbage collector's
-    reach: a full collection over it is a pause every reading in flight waits out (see
-    benchmarks/profile_daemon.py). Called again after a reload."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 class Daemon:
@@ -72,6 +63,7 @@ class Daemon:
         self._reload = threading.Event()
         self._selector = LinkSelector(self.links)
         self._due = {"log": 0.0, "evict": 0.0, "watchdog": 0.0}
+        self._heap = HeapKeeper(self.clock())
         self._watchdog_s = systemd.watchdog_interval()          # 0: no watchdog
 
     # -- control from outside (signal handlers, other threads) ---------------------------------------
@@ -200,6 +192,7 @@ class Daemon:
             more = self.pipeline.evict_idle(now, EVICT_PER_TURN) == EVICT_PER_TURN
             due["evict"] = now if more else now + 1.0
             self._log_evictions(more)
+        self._heap.tick(now)
         if now >= due["log"]:
             if due["log"]:
                 self.log_summary()
