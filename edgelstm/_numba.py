@@ -3,9 +3,10 @@ a kernel's compiled entry point. Where numba caches what it compiles is kernels/
 first: numba reads its cache directory from the environment when it starts.
 """
 
-import numba
+from .kernels import cache  # noqa: F401  (sets NUMBA_CACHE_DIR: numba reads it when it loads)
 
-from .kernels.cache import cache_dir  # noqa: F401  (sets NUMBA_CACHE_DIR before numba loads)
+# isort: split
+import numba
 
 # Stumpy's fast-math set: allows re-association and FMA contraction (so loops vectorise) but
 # keeps NaN/Inf semantics ("nnan"/"ninf" left out), so np.isfinite stays truthful in kernels.

@@ -118,7 +118,7 @@ class Model:
     def bank(self, capacity: int = 1024, backend: str = "cpu", products: bool = True) -> StreamBank:
         """Room for `capacity` independent streams, stepped together in one kernel call.
         backend: "cpu", "cuda" (a GPU; BackendError if none) or "auto" (see backends.py).
-        products: big batches as matrix products (kernels/bank_gemm.py: faster, and within
+        products: big batches as matrix products (kernels/products.py: faster, and within
         1e-6 of stepping each stream alone); False keeps every result bit for bit what
         Stream.step gives, as the daemon does so that its answers replay exactly."""
         from .backends import make_bank

@@ -39,7 +39,7 @@ class Broker:
 def snapshot():
     ckpt = checkpoint.Checkpoint.of("h", 2, [{"id": "a", "last_seq": 1, "boot": None, "last_t": None}],
                                     np.zeros((1, 2), np.float32))
-    return Delta(ckpt.model_hash, ckpt.state_size, ckpt.ids, ckpt.positions, ckpt.states, full=True)
+    return Delta(ckpt.model_hash, ckpt.state_size, ckpt.ids, ckpt.positions, ckpt.states, 0.0, 0.0, full=True)
 
 
 def origins(link, ids):
@@ -124,7 +124,7 @@ def test_shutdown_commits_every_open_window_once(tmp_path):
 
 def delta(ids, seq, full=False, removed=()):
     positions = np.array([(seq, -1, np.nan, 0.0)] * len(ids), checkpoint.POSITION)
-    return Delta("h", 2, list(ids), positions, np.full((len(ids), 2), seq, np.float32), list(removed), full)
+    return Delta("h", 2, list(ids), positions, np.full((len(ids), 2), seq, np.float32), 0.0, 0.0, list(removed), full)
 
 
 def test_the_file_holds_every_delta_even_one_whose_window_never_confirmed(tmp_path):

@@ -29,8 +29,11 @@ def build_dir(tmp_path, monkeypatch):
     prebuilt.forget()
 
 
-def write_manifest(**changes):
-    manifest = prebuilt.identity(entries.ENTRIES) | changes
+def write_manifest(extension: bytes = b"never loaded", **changes):
+    """A manifest (with `changes`) beside an extension file holding `extension`."""
+    with open(prebuilt.extension_path(), "wb") as fh:
+        fh.write(extension)
+    manifest = prebuilt.identity() | {"sha256": prebuilt.file_sha256(prebuilt.extension_path())} | changes
     with open(prebuilt.manifest_path(), "w") as fh:
         json.dump(manifest, fh)
 
@@ -41,25 +44,41 @@ def test_no_build_means_numba_and_no_warning(build_dir, caplog):
     assert caplog.records == []
 
 
-@pytest.mark.parametrize("field, value", [("cpu", "0123456789abcdef"), ("kernels", "000000000000"),
+@pytest.mark.parametrize("field, value", [("cpu", "0123456789abcdef"), ("kernels", "000000000000"), ("numpy", "1.26.4"),
                                           ("ext_suffix", "x.cpython-39-x86_64-linux-gnu.so"),
                                           ("machine", "riscv64"), ("entries", ["step"])])
 def test_a_build_for_another_machine_or_other_kernels_is_not_used(build_dir, caplog, field, value):
     write_manifest(**{field: value})
-    with open(prebuilt.extension_path(), "wb") as fh:
-        fh.write(b"never loaded")
     with caplog.at_level(logging.WARNING):
         assert prebuilt.module() is None
     assert len(caplog.records) == 1 and f"another {field}" in caplog.text and "edgelstm warmup" in caplog.text
 
 
 def test_a_build_that_does_not_load_is_ignored(build_dir, caplog):
-    write_manifest()
-    with open(prebuilt.extension_path(), "wb") as fh:
-        fh.write(b"\x7fELF but not really")
+    write_manifest(b"\x7fELF but not really")
     with caplog.at_level(logging.WARNING):
         assert prebuilt.module() is None
     assert "does not load" in caplog.text and "edgelstm warmup" in caplog.text
+
+
+def test_an_extension_that_is_not_the_one_its_manifest_names_is_not_loaded(build_dir, caplog):
+    """Another build replaced it half-way, or it is truncated: it is never dlopen()ed."""
+    write_manifest(b"\x7fELF one build")
+    with open(prebuilt.extension_path(), "wb") as fh:
+        fh.write(b"\x7fELF another build")
+    with caplog.at_level(logging.WARNING):
+        assert prebuilt.module() is None
+    assert "not the file its manifest names" in caplog.text
+
+
+def test_warmup_into_an_unwritable_cache_says_what_to_do(tmp_path, monkeypatch):
+    from edgelstm.errors import BuildError
+    from edgelstm.kernels import prebuild
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(BuildError, match="make it writable or set EDGELSTM_CACHE_DIR"):
+        prebuild.build()
 
 
 def test_an_unreadable_manifest_is_ignored(build_dir, caplog):

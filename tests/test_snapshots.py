@@ -11,7 +11,7 @@ from test_daemon_logic import LINK, MODEL, Outputs
 
 import edgelstm
 from edgelstm.daemon.config import DaemonConfig, PolicyConfig, SerialConfig
-from edgelstm.daemon.messages import HelloMsg, Origin, ReadingMsg
+from edgelstm.daemon.messages import HelloMsg, Origin, ReadingMsg, ResetMsg
 from edgelstm.daemon.sequencer import Sequencer
 from edgelstm.daemon.service import Daemon
 from edgelstm.daemon.snapshots import Image
@@ -64,6 +64,9 @@ def test_an_image_built_from_deltas_is_the_full_snapshot_at_every_commit(tmp_pat
         if roll < 0.05:
             boots[stream] = boots.get(stream, 0) + 1
             d.pipeline.handle([HelloMsg(stream, Hello(boots[stream], 1, 3), serial)], now)
+        elif roll < 0.08:
+            d.pipeline.handle([ResetMsg(stream, serial)], now)      # the board asks for zero state
+            continue
         elif roll < 0.10:
             seqs[stream] = 0                                   # rebooted without a hello
         else:
@@ -98,4 +101,30 @@ def test_a_commit_copies_only_the_streams_that_changed(tmp_path):
 def test_without_a_checkpoint_nothing_is_tracked():
     seq = Sequencer(PolicyConfig(), 4, 1, lambda stream, why: None, track_changes=False)
     seq.restore("a", 1, None, None, 0.0)
-    assert seq.take_changed() == set()
+    assert seq.changed() == (set(), False)
+
+
+def test_ids_churning_between_snapshots_never_grow_the_set_past_twice_the_capacity():
+    seq = Sequencer(PolicyConfig(), 4, 1, lambda stream, why: None)
+    for i in range(100):
+        seq.mark_changed(f"s{i}")
+    changed, everything = seq.changed()
+    assert everything and len(changed) <= 8
+    seq.clear_changed()
+    assert seq.changed() == (set(), False)
+
+
+def test_a_wall_clock_stepped_since_a_streams_delta_does_not_age_it(tmp_path, monkeypatch):
+    """NTP setting the clock of a board without an RTC: "seen" follows the latest delta's clocks."""
+    d = make_daemon(tmp_path)
+    origin = Origin(LINK, None, None, False, 0.0)
+    wall = {"t": 1000.0}
+    monkeypatch.setattr(time, "time", lambda: wall["t"])
+    image = Image()
+    d.pipeline.handle([ReadingMsg(s, Reading(0, np.ones(3, np.float32)), origin) for s in ("idle", "busy")], 0.0)
+    image.apply(d.pipeline.snapshot(0.0))
+    wall["t"] = 1000.0 + 365 * 86400.0 + 5.0            # a year later on the wall, 5 s later for the loop
+    d.pipeline.handle([ReadingMsg("busy", Reading(1, np.ones(3, np.float32)), origin)], 5.0)
+    image.apply(d.pipeline.snapshot(5.0))
+    seen = dict(zip(image.checkpoint().ids, image.checkpoint().positions["seen"]))
+    assert seen["busy"] == wall["t"] and seen["idle"] == wall["t"] - 5.0

@@ -116,6 +116,7 @@ class Pipeline:
         elif type(msg) is ResetMsg:
             if msg.stream in self.bank:
                 self.bank.reset(msg.stream)
+                self.seq.mark_changed(msg.stream)
                 self.metrics.resets.inc(msg.stream, "requested")
                 self.ledger.changed()
         elif type(msg) is HelloMsg:
@@ -137,6 +138,7 @@ class Pipeline:
         for reason in reasons:
             if stream in self.bank:
                 self.bank.reset(stream)
+                self.seq.mark_changed(stream)
             self.metrics.resets.inc(stream, reason)
 
     def _step(self, batch: list[ReadingMsg]) -> None:
@@ -181,18 +183,21 @@ class Pipeline:
     def snapshot(self, now: float) -> Delta:
         """The state and position of every stepped stream changed since the previous snapshot
         (of every one, the first time and after a model swap), copied, and the streams gone."""
-        wall = time.time()
         tracks = self.seq.tracks
-        changed = self.seq.take_changed()
-        full, self._full_snapshot = self._full_snapshot, False
+        changed, everything = self.seq.changed()
+        full = self._full_snapshot or everything
         candidates = tracks.keys() if full else changed
         ids = [s for s in candidates if (t := tracks.get(s)) is not None and t.last_seq is not None and s in self.bank]
         removed = [] if full else list(changed.difference(ids))
         states = self.bank.states(ids).reshape(len(ids), self.model.state_size)
         rows = [(t.last_seq, -1 if t.boot is None else t.boot, math.nan if t.last_t is None else t.last_t,
-                 wall - (now - t.last_seen)) for t in map(tracks.__getitem__, ids)]
+                 t.last_seen) for t in map(tracks.__getitem__, ids)]
         positions = np.array(rows, checkpoint.POSITION)
-        return Delta(self.model.content_hash, self.model.state_size, ids, positions, states, removed, full)
+        delta = Delta(self.model.content_hash, self.model.state_size, ids, positions, states, now, time.time(),
+                      removed, full)
+        self.seq.clear_changed()                    # only once the delta exists: nothing is lost if it failed
+        self._full_snapshot = False
+        return delta
 
     def restore_from(self, path: str, now: float) -> None:
         """Start from the checkpoint at `path` when it is usable and of this model."""

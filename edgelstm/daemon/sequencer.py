@@ -113,9 +113,11 @@ class Sequencer:
         self.capacity = capacity
         self.output_size = output_size
         self._forget = forget
-        # streams whose position (or state: a reading was applied) may have changed, or that were
-        # forgotten, since take_changed(): what the next checkpoint delta holds (snapshots.py)
+        # streams whose position or state may have changed, or that were forgotten, since the
+        # last clear_changed(): what the next checkpoint delta holds (snapshots.py). The pipeline
+        # marks the state changes it makes outside a reading (mark_changed).
         self._changed: set[str] | None = set() if track_changes else None
+        self._everything = False
         self.tracks: collections.OrderedDict[str, Track] = collections.OrderedDict()   # least recently seen first
         self._holding: set[str] = set()         # streams with readings in their reorder buffer
         self._stale: list[ReadingMsg] = []      # held readings of a previous boot, for take_stale
@@ -137,7 +139,7 @@ class Sequencer:
                 return Drop(msg, "capacity")
         self.tracks.move_to_end(msg.stream)
         track.last_seen = now
-        self._touched(msg.stream)
+        self.mark_changed(msg.stream)
         r = msg.reading
         if self._is_reboot(track, msg):
             self._start_over(msg.stream, track)
@@ -165,7 +167,7 @@ class Sequencer:
         if track is None:
             return
         self._advance(track, msg)
-        self._touched(msg.stream)
+        self.mark_changed(msg.stream)
         if y is not None and self.policy.replay_window:
             if track.answers is None:
                 track.answers = Answers(self.policy.replay_window, self.output_size)
@@ -213,7 +215,7 @@ class Sequencer:
             if track is None:
                 return ()
         track.last_seen = now
-        self._touched(msg.stream)
+        self.mark_changed(msg.stream)
         resets: tuple[str, ...] = ()
         if track.boot is not None and track.boot != msg.hello.boot:
             self._start_over(msg.stream, track)
@@ -243,23 +245,32 @@ class Sequencer:
     def restore(self, stream: str, last_seq: int | None, boot: int | None, last_t: float | None,
                 last_seen: float) -> None:
         self.tracks[stream] = Track(last_seq, boot, last_t, last_seen)
-        self._touched(stream)
+        self.mark_changed(stream)
 
     def forget_answers(self) -> None:
         """The model changed: earlier answers are not this model's."""
         for track in self.tracks.values():
             track.answers = None
 
-    def take_changed(self) -> set[str]:
-        """The streams changed or forgotten since the last call (empty without track_changes)."""
-        changed = self._changed or set()
+    def changed(self) -> tuple[set[str], bool]:
+        """The streams changed or forgotten since clear_changed(), and whether that is every
+        stream instead (more than twice the capacity were marked: ids churning between rare
+        snapshots; the set is not kept then, so it never grows past that)."""
+        return self._changed or set(), self._everything
+
+    def clear_changed(self) -> None:
         if self._changed is not None:
             self._changed = set()
-        return changed
+        self._everything = False
 
-    def _touched(self, stream: str) -> None:
-        if self._changed is not None:
-            self._changed.add(stream)
+    def mark_changed(self, stream: str) -> None:
+        """The stream's position or state changed (or it is gone): in the next checkpoint delta."""
+        if self._changed is None or self._everything:
+            return
+        self._changed.add(stream)
+        if len(self._changed) > 2 * self.capacity:
+            self._everything = True
+            self._changed = set()
 
     def held_count(self) -> int:
         return sum(len(self.tracks[s].held) for s in self._holding)
@@ -275,7 +286,7 @@ class Sequencer:
                 return None
             self._drop(oldest, "capacity")
         track = self.tracks[stream] = Track(last_seen=now)
-        self._touched(stream)
+        self.mark_changed(stream)
         return track
 
     def _drop(self, stream: str, why: str) -> None:
@@ -283,7 +294,7 @@ class Sequencer:
         if track is not None:
             self._stale.extend(h.msg for h in track.held.values())
         self._holding.discard(stream)
-        self._touched(stream)
+        self.mark_changed(stream)
         self._forget(stream, why)
 
     def _is_reboot(self, track: Track, msg: ReadingMsg) -> bool:

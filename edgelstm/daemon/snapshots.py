@@ -4,7 +4,8 @@ At each commit the loop hands the checkpoint writer only the streams touched sin
 commit (a Delta: their positions and states, copied, and the streams gone); the writer keeps
 every stream's last position and state (an Image) and writes it whole. So a commit costs the
 loop time in proportion to the readings since the last one, not to the number of streams:
-thousands of idle streams cost it nothing (benchmarks/README.md, "Snapshots").
+thousands of idle streams cost it nothing on the CPU bank (the CUDA bank still copies its whole
+device state at each commit). benchmarks/README.md measures it.
 
 The Image is the writer's alone: it is changed and read on the writer thread (or, at
 shutdown, after the writer stopped), one delta at a time, in order.
@@ -24,8 +25,10 @@ class Delta:
     model_hash: str
     state_size: int
     ids: list[str]                     # streams to write (new, or changed since the last delta)
-    positions: np.ndarray              # (len(ids),) POSITION
+    positions: np.ndarray              # (len(ids),) POSITION, "seen" on the loop's monotonic clock
     states: np.ndarray                 # (len(ids), S) float32, a copy
+    now: float                         # the loop's monotonic clock when the delta was taken ...
+    wall: float                        # ... and the wall clock then: "seen" is written as wall time
     removed: list[str] = field(default_factory=list)   # streams the checkpoint no longer holds
     full: bool = False                 # ids are every stream: the image is replaced
 
@@ -42,6 +45,7 @@ class Image:
         self._ids: list[str] = []
         self._positions = np.zeros(0, POSITION)
         self._states = np.zeros((0, state_size), np.float32)
+        self._clocks = (0.0, 0.0)                         # the latest delta's (now, wall)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -56,11 +60,17 @@ class Image:
         rows = np.fromiter(map(self._row_for, delta.ids), np.int64, len(delta.ids))
         self._positions[rows] = delta.positions
         self._states[rows] = delta.states
+        self._clocks = delta.now, delta.wall
 
     def checkpoint(self) -> Checkpoint:
-        """The image as a Checkpoint; its arrays are views, valid until the next apply()."""
+        """The image as a Checkpoint, "seen" as wall time by the latest delta's clocks (so a
+        wall clock stepped since an idle stream's last delta, NTP on a board without an RTC,
+        does not age it); the states are a view, valid until the next apply()."""
         n = len(self._ids)
-        return Checkpoint(self.model_hash, self.state_size, list(self._ids), self._positions[:n], self._states[:n])
+        now, wall = self._clocks
+        positions = self._positions[:n].copy()
+        positions["seen"] = wall - (now - positions["seen"])
+        return Checkpoint(self.model_hash, self.state_size, list(self._ids), positions, self._states[:n])
 
     def _row_for(self, stream: str) -> int:
         row = self._row.get(stream)

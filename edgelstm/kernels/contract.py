@@ -1,7 +1,7 @@
 """What the engine must know about the kernels without compiling them, importable without
-numba (so a process running prebuilt kernels never imports it: kernels/prebuilt.py): scratch
-sizes, per-stream status codes, which models the layer-wise kernel serves, and the weights
-laid out for it.
+numba (so a process running prebuilt kernels never imports it: kernels/prebuilt.py): the entry
+points, scratch sizes, per-stream status codes, which models the layer-wise kernel serves, and
+the weights laid out for it.
 """
 
 import numpy as np
@@ -21,6 +21,18 @@ from .layout import (
     N_LAYERS,
     matrix,
 )
+
+# name: (module in edgelstm.kernels, function)
+ENTRIES = {
+    "step": ("cpu", "step"),                          # one stream, a sequence, or a bank (tiles)
+    "step_graph": ("cpu", "step_graph"),
+    "step_sequence": ("sequence", "step_sequence"),   # step_many, layer by layer
+    "gather": ("bank_gemm", "gather"),                # a bank as matrix products (kernels/products.py)
+    "gather_graph": ("bank_gemm", "gather_graph"),
+    "layer_gates": ("bank_gemm", "layer_gates"),
+    "finish": ("bank_gemm", "finish"),
+    "finish_graph": ("bank_gemm", "finish_graph"),
+}
 
 TILE = 8                       # streams per tile of cpu.step; work has TILE rows
 STATUS_OK, STATUS_NONFINITE = 0, 2

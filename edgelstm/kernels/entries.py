@@ -16,18 +16,8 @@ from typing import Callable
 import numpy as np
 
 from . import prebuilt
+from .contract import ENTRIES
 
-# name: (module in edgelstm.kernels, function)
-ENTRIES = {
-    "step": ("cpu", "step"),                          # one stream, a sequence, or a bank (tiles)
-    "step_graph": ("cpu", "step_graph"),
-    "step_sequence": ("sequence", "step_sequence"),   # step_many, layer by layer
-    "gather": ("bank_gemm", "gather"),                # a bank as matrix products (kernels/products.py)
-    "gather_graph": ("bank_gemm", "gather_graph"),
-    "layer_gates": ("bank_gemm", "layer_gates"),
-    "finish": ("bank_gemm", "finish"),
-    "finish_graph": ("bank_gemm", "finish_graph"),
-}
 _got: dict[str, Callable] = {}
 
 

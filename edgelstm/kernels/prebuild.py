@@ -6,6 +6,8 @@ process that later loads the module needs none of them.
 Each export is a forwarder that calls the kernel's dispatcher, so the kernel is compiled with
 its own options (fast-math, inlining: _numba.kernel) exactly as the JIT compiles it; the
 prebuilt and the JIT entry points give the same results, bit for bit (tests/test_prebuilt.py).
+Two builds at once in one directory are harmless: the manifest names the extension's SHA-256,
+so a loader never takes one build's manifest for the other's file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from typing import Callable
 
 import numba
@@ -22,7 +25,8 @@ import numba
 from ..errors import BuildError
 from ..fileio import atomic_write
 from . import bank_gemm, cpu, prebuilt, sequence
-from .entries import ENTRIES, dispatcher, sample_args
+from .contract import ENTRIES
+from .entries import dispatcher, sample_args
 
 
 def _step(p, m, s, r, x, y, w, st):
@@ -73,34 +77,48 @@ def signature(name: str):
 def build(status: Callable[[str], None] | None = None) -> str:
     """Compile and install the prebuilt kernels for this machine; returns the extension's path.
     Raises BuildError if this machine cannot build them (the JIT keeps working)."""
-    assert set(FORWARDERS) == set(ENTRIES), "kernels/entries.py and prebuild.py list different entries"
+    assert set(FORWARDERS) == set(ENTRIES), "kernels/contract.py and prebuild.py list different entries"
     try:
-        from numba.pycc import CC
+        with warnings.catch_warnings():
+            # "pending deprecation" since numba 0.57 and still maintained: no replacement exists yet
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            from numba.pycc import CC
     except ImportError as exc:
         raise BuildError(f"numba.pycc cannot be imported ({exc}); install setuptools "
                          f"(pip install 'edgelstm[prebuilt]')") from None
-    os.makedirs(prebuilt.directory(), exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(prebuilt.manifest_path())            # a half-replaced build must never look valid
-    with tempfile.TemporaryDirectory(dir=prebuilt.directory(), prefix=".build-") as tmp:
-        cc = CC(prebuilt.MODULE)
-        cc.output_dir, cc.target_cpu, cc.verbose = tmp, "host", False
-        for k, name in enumerate(ENTRIES):
+    try:
+        os.makedirs(prebuilt.directory(), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(prebuilt.manifest_path())        # a half-replaced build must never look valid
+        with tempfile.TemporaryDirectory(dir=prebuilt.directory(), prefix=".build-") as tmp:
+            cc = CC(prebuilt.MODULE)
+            cc.output_dir, cc.target_cpu, cc.verbose = tmp, "host", False
+            for k, name in enumerate(ENTRIES):
+                if status:
+                    status(f"compiling kernel {k + 1}/{len(ENTRIES)}: {name}")
+                cc.export(name, signature(name))(FORWARDERS[name])
             if status:
-                status(f"compiling kernel {k + 1}/{len(ENTRIES)}: {name}")
-            cc.export(name, signature(name))(FORWARDERS[name])
-        if status:
-            status("building the extension module (C compiler)")
-        chatter = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-                cc.compile()
-        except Exception as exc:          # distutils/setuptools raise several unrelated types
-            tail = chatter.getvalue().strip().splitlines()[-3:]
-            raise BuildError(f"the prebuilt kernels did not compile ({type(exc).__name__}: {exc}); is a C "
-                             f"compiler installed (apt-get install gcc)? {' | '.join(tail)}") from None
-        os.replace(os.path.join(tmp, os.path.basename(prebuilt.extension_path())), prebuilt.extension_path())
-    text = json.dumps(prebuilt.identity(ENTRIES), indent=1) + "\n"
-    atomic_write(prebuilt.manifest_path(), [text.encode()], mode=0o644)
+                status("building the extension module (C compiler)")
+            _compile(cc)
+            built = os.path.join(tmp, os.path.basename(prebuilt.extension_path()))
+            with open(built, "rb") as fh:
+                os.fsync(fh.fileno())                  # on disk before the manifest names it
+            os.replace(built, prebuilt.extension_path())
+        manifest = prebuilt.identity() | {"sha256": prebuilt.file_sha256(prebuilt.extension_path())}
+        atomic_write(prebuilt.manifest_path(), [(json.dumps(manifest, indent=1) + "\n").encode()], mode=0o644)
+    except OSError as exc:
+        raise BuildError(f"cannot write the prebuilt kernels in {prebuilt.directory()} ({exc.strerror or exc}); "
+                         f"make it writable or set EDGELSTM_CACHE_DIR to a directory that is") from None
     prebuilt.forget()
     return prebuilt.extension_path()
+
+
+def _compile(cc) -> None:
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            cc.compile()
+    except Exception as exc:          # distutils/setuptools raise several unrelated types
+        tail = chatter.getvalue().strip().splitlines()[-3:]
+        raise BuildError(f"the prebuilt kernels did not compile ({type(exc).__name__}: {exc}); is a C "
+                         f"compiler installed (apt-get install gcc)? {' | '.join(tail)}") from None

@@ -6,9 +6,14 @@ at start-up and less resident memory (benchmarks/bench_startup.py measures both)
 A build lives beside numba's cache, in <cache_dir>/prebuilt/: the extension and prebuilt.json,
 the manifest of what it was built from. It is used only while the manifest matches this
 process: the kernels' source digest (which the cache directory also carries), the interpreter's
-extension suffix, and this CPU, because the code is compiled for the build machine's
-instruction set and could crash on another. Like numba's cache it is code that this process
-runs: keep the cache directory writable only by the service's user.
+extension suffix, NumPy's version (the module reads NumPy's array structs), and this CPU,
+because the code is compiled for the build machine's instruction set and could crash on
+another; and only if the extension's SHA-256 is the one the manifest names (a build that
+another one replaced half-way, or a truncated file, is not loaded). Like numba's cache it is
+code that this process runs: keep the cache directory writable only by the service's user.
+
+Unlike the JIT's, the prebuilt entry points hold the GIL while they run (numba.pycc builds
+them so): the same results, but threads that step streams do not run kernels in parallel.
 
 EDGELSTM_PREBUILT=0 ignores any build (numba's JIT, as without one).
 """
@@ -25,7 +30,10 @@ import platform
 import sysconfig
 from types import ModuleType
 
+import numpy as np
+
 from .cache import cache_dir, kernels_digest
+from .contract import ENTRIES
 
 MODULE = "edgelstm_prebuilt_kernels"
 MANIFEST_VERSION = 1
@@ -57,10 +65,19 @@ def cpu_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def identity(entries) -> dict:
-    """What a build must match to be used here (the manifest holds it)."""
+def identity() -> dict:
+    """What a build must match to be used here (the manifest holds it, and the extension's sha256)."""
     return {"version": MANIFEST_VERSION, "kernels": kernels_digest(), "ext_suffix": os.path.basename(extension_path()),
-            "machine": platform.machine(), "cpu": cpu_fingerprint(), "entries": sorted(entries)}
+            "numpy": np.__version__, "machine": platform.machine(), "cpu": cpu_fingerprint(),
+            "entries": sorted(ENTRIES)}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def module() -> ModuleType | None:
@@ -75,7 +92,6 @@ def module() -> ModuleType | None:
 
 
 def _load() -> ModuleType | None:
-    from .entries import ENTRIES
     try:
         with open(manifest_path(), encoding="utf-8") as fh:
             manifest = json.load(fh)
@@ -85,13 +101,17 @@ def _load() -> ModuleType | None:
         log.warning("ignoring the prebuilt kernels: %s is unreadable (%s); run `edgelstm warmup MODEL` "
                     "to rebuild them", manifest_path(), exc)
         return None
-    want = identity(ENTRIES)
-    if manifest != want:
+    want = identity()
+    if not isinstance(manifest, dict) or {k: manifest.get(k) for k in want} != want:
         differs = sorted(k for k in want if manifest.get(k) != want[k]) if isinstance(manifest, dict) else ["all"]
         log.warning("ignoring the prebuilt kernels in %s: built for another %s; numba compiles instead "
                     "(run `edgelstm warmup MODEL` to rebuild them for this machine)", directory(), ", ".join(differs))
         return None
     try:
+        if file_sha256(extension_path()) != manifest.get("sha256"):
+            log.warning("ignoring the prebuilt kernels: %s is not the file its manifest names (replaced or "
+                        "truncated); run `edgelstm warmup MODEL` to rebuild them", extension_path())
+            return None
         loader = importlib.machinery.ExtensionFileLoader(MODULE, extension_path())
         spec = importlib.util.spec_from_file_location(MODULE, extension_path(), loader=loader)
         assert spec is not None
