@@ -7,16 +7,14 @@
 * torch.onnx.export round trips of the zoo with both exporters (@pytest.mark.torch).
 """
 
-import functools
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import DATA
+from ort_probe import need_ort, ort_usable
 
 import edgelstm
 from edgelstm import ModelFormatError
@@ -50,23 +48,6 @@ def stream(spec, xs):
 
 def needs_onnx():
     return pytest.importorskip("onnx", reason="building test graphs needs the onnx package (pip install onnx)")
-
-
-@functools.cache
-def _ort_usable() -> bool:
-    """onnxruntime is installed and imports. Under qemu-user (../shared/tools/arm64-tests.sh) its
-    import crashes the whole process, so a child process tries it first."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return False
-    probe = subprocess.run([sys.executable, "-c", "import onnxruntime"], capture_output=True, timeout=300)
-    return probe.returncode == 0
-
-
-def need_ort():
-    if not _ort_usable():
-        pytest.skip("the live comparison needs onnxruntime, and it is not installed or crashes on import here")
-    import onnxruntime
-    return onnxruntime
 
 
 def ort_session(path):
@@ -428,7 +409,7 @@ def test_torch_export_streams_like_torch_and_onnx_runtime(tmp_path, model, expor
     xs = np.random.default_rng(5).normal(size=(STEPS, make_onnx.input_size(net))).astype(np.float32)
     spec = read_onnx(path)
     got = stream(spec, xs)
-    steps, want = make_onnx.ort_outputs(path, xs, time_major) if _ort_usable() else (None, None)
+    steps, want = make_onnx.ort_outputs(path, xs, time_major) if ort_usable() else (None, None)
     if spec.source["last_step_outputs"]:
         np.testing.assert_allclose(got[steps - 1], want, atol=1e-5, rtol=0)
         np.testing.assert_allclose(got[-1], _torch_expected(net, xs, time_major).reshape(-1), atol=1e-5, rtol=0)
@@ -499,6 +480,6 @@ def test_every_zoo_model_exported_to_onnx_streams_or_is_refused_by_name(tmp_path
     xs = np.random.default_rng(5).normal(size=(STEPS, make_onnx.input_size(net))).astype(np.float32)
     got = stream(read_onnx(path), xs)
     np.testing.assert_allclose(got, _torch_expected(net, xs), atol=1e-5, rtol=0)
-    if _ort_usable():
+    if ort_usable():
         _, want = make_onnx.ort_outputs(path, xs, False)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import ROOT
+from ort_probe import need_ort
 
 import edgelstm
 from edgelstm.progress import Progress, is_terminal, notice_if_slow
@@ -139,7 +140,7 @@ def test_load_spec_and_verify_report_their_steps():
     said = []
     load_spec(BUNDLED / "activity.pt", status=said.append)
     assert said == [f"reading {BUNDLED / 'activity.pt'} (torch)", "building the graph"]
-    pytest.importorskip("onnxruntime")
+    need_ort()
     from edgelstm.verify import verify
     said.clear()
     verdict = verify(edgelstm.load(ONNX), ONNX, steps=600, progress=said.append)
@@ -169,7 +170,7 @@ def _edgelstm(*args, **kwargs):
 
 @pytest.mark.integration
 def test_commands_write_no_status_lines_into_a_pipe(tmp_path):
-    pytest.importorskip("onnxruntime")
+    need_ort()
     env = dict(os.environ, TERM="xterm", EDGELSTM_CROSSOVER_FILE=str(tmp_path / "crossover.json"))
     runs = [("convert", BUNDLED / "activity.pt", "-o", tmp_path / "a.elstm"),
             ("convert", ONNX, "-o", tmp_path / "o.elstm"),
