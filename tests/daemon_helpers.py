@@ -193,11 +193,17 @@ def stop_client(client) -> None:
     client.loop_stop()
 
 
-class Collector:
-    """Subscribes to predictions (persistent session) and records them by (stream, seq)."""
+def prediction_y(payload: dict) -> np.ndarray:
+    return np.array(payload["y"], np.float32)
 
-    def __init__(self, port: int, auth=None, ca=None):
+
+class Collector:
+    """Subscribes to predictions (persistent session) and records them by (stream, seq): what
+    `keep` makes of each decoded payload (its y, unless told otherwise)."""
+
+    def __init__(self, port: int, auth=None, ca=None, keep=prediction_y):
         self.got: dict = {}
+        self._keep = keep
         self.count = 0
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -213,7 +219,7 @@ class Collector:
         d = json.loads(msg.payload)
         with self.lock:
             self.count += 1
-            self.got[(d["stream"], d["seq"])] = np.array(d["y"], np.float32)
+            self.got[(d["stream"], d["seq"])] = self._keep(d)
 
     def wait_for(self, n: int, timeout: float) -> bool:
         return wait_until(lambda: len(self.got) >= n, timeout, self.lock)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 
 import numpy as np
@@ -17,14 +16,13 @@ import pytest
 import test_record_integration as recording_tests  # its RecordProcess (a module import: no tests collected twice)
 from daemon_helpers import (
     ROOT,
+    Collector,
     DaemonProcess,
     Publisher,
     by_label,
     family_total,
     scrape,
     stop_client,
-    v5_client,
-    wait_until,
 )
 
 from edgelstm.simulate import ACTIVITIES, accelerometer
@@ -35,28 +33,6 @@ T0 = 1.8e9
 # skips ahead waits at most 0.5 s for the missing one (the daemon's clock; the replay's is the recorded t)
 POLICY = "[policy]\nmax_gap_s = 0.5\nreorder_timeout_s = 0.5\n"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-class PredictionCapture:
-    """Every prediction the daemon publishes, as its JSON: (stream, seq) -> the decoded payload."""
-
-    def __init__(self, port: int):
-        self.got: dict = {}
-        self.lock = threading.Lock()
-        self.subscribed = threading.Event()
-        self.client = v5_client(port, f"capture-{uuid.uuid4().hex[:8]}", self._on_message)
-        self.client.on_connect = lambda client, *a: client.subscribe("sensors/+/prediction", qos=1)
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.loop_start()
-        assert self.subscribed.wait(10), "the prediction capture could not subscribe"
-
-    def _on_message(self, client, userdata, msg):
-        d = json.loads(msg.payload)
-        with self.lock:
-            self.got[(d["stream"], d["seq"])] = d
-
-    def wait_for(self, n: int, timeout: float) -> bool:
-        return wait_until(lambda: len(self.got) >= n, timeout, self.lock)
 
 
 def publish_wrists(publisher: Publisher, n: int, seed: int) -> int:
@@ -90,7 +66,7 @@ def record_while_the_daemon_answers_then_replay(tmp_path, broker, n=400, seed=0,
     """The round trip; returns the replay's summary and its output directory."""
     (tmp_path / "daemon").mkdir(parents=True)
     daemon = DaemonProcess(tmp_path / "daemon", broker.url, extra=POLICY, args=tuple(map(str, model_args))).start()
-    capture = PredictionCapture(broker.port)
+    capture = Collector(broker.port, keep=dict)           # whole payloads: labels and p too
     recording = tmp_path / "recording"
     recorder = recording_tests.RecordProcess(recording, tmp_path / "record.log", "--mqtt", broker.url,
                                              "--client-id", f"rec-{uuid.uuid4().hex[:8]}")
