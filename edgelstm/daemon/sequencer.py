@@ -166,8 +166,7 @@ class Sequencer:
         track = self.tracks.get(msg.stream)
         if track is None:
             return
-        self._advance(track, msg)
-        self.mark_changed(msg.stream)
+        self._advance(track, msg)            # marked changed already: admit() did, in the same turn
         if y is not None and self.policy.replay_window:
             if track.answers is None:
                 track.answers = Answers(self.policy.replay_window, self.output_size)
